@@ -1,0 +1,133 @@
+//! CartPole-v1 as Gymnasium 1.x defines it (`gymnasium/envs/classic_control/cartpole.py`,
+//! after Barto, Sutton and Anderson 1983): Euler integration with tau 0.02, reward 1
+//! per step including the terminating one, termination when |x| > 2.4 or
+//! |theta| > 12 degrees, truncation at 500 steps, reset state U(-0.05, 0.05).
+
+use rand::Rng;
+
+use super::{ActionRef, Env, EnvRng, Space, Step};
+
+const GRAVITY: f64 = 9.8;
+const MASS_CART: f64 = 1.0;
+const MASS_POLE: f64 = 0.1;
+const TOTAL_MASS: f64 = MASS_CART + MASS_POLE;
+const LENGTH: f64 = 0.5; // half the pole's length
+const POLE_MASS_LENGTH: f64 = MASS_POLE * LENGTH;
+const FORCE_MAG: f64 = 10.0;
+const TAU: f64 = 0.02;
+const THETA_THRESHOLD: f64 = 12.0 * 2.0 * std::f64::consts::PI / 360.0;
+const X_THRESHOLD: f64 = 2.4;
+
+/// The cart-pole balancing task; state `[x, x_dot, theta, theta_dot]`.
+#[derive(Debug, Clone, Default)]
+pub struct CartPole {
+    pub state: [f64; 4],
+}
+
+impl CartPole {
+    fn write_obs(&self, obs: &mut [f32]) {
+        for (o, s) in obs.iter_mut().zip(self.state) {
+            *o = s as f32;
+        }
+    }
+}
+
+impl Env for CartPole {
+    fn observation_space(&self) -> Space {
+        let hi = [
+            (X_THRESHOLD * 2.0) as f32,
+            f32::MAX,
+            (THETA_THRESHOLD * 2.0) as f32,
+            f32::MAX,
+        ];
+        Space::Box {
+            shape: vec![4],
+            low: hi.iter().map(|h| -h).collect(),
+            high: hi.to_vec(),
+        }
+    }
+
+    fn action_space(&self) -> Space {
+        Space::Discrete { n: 2 }
+    }
+
+    fn max_episode_steps(&self) -> Option<u32> {
+        Some(500)
+    }
+
+    fn reset(&mut self, rng: &mut EnvRng, obs: &mut [f32]) {
+        for s in &mut self.state {
+            *s = rng.random_range(-0.05..0.05);
+        }
+        self.write_obs(obs);
+    }
+
+    fn step(&mut self, action: ActionRef<'_>, _rng: &mut EnvRng, obs: &mut [f32]) -> Step {
+        let push_right = matches!(action, ActionRef::Discrete(1));
+        let [x, x_dot, theta, theta_dot] = self.state;
+        let force = if push_right { FORCE_MAG } else { -FORCE_MAG };
+        let (sin, cos) = theta.sin_cos();
+        let temp = (force + POLE_MASS_LENGTH * theta_dot * theta_dot * sin) / TOTAL_MASS;
+        let theta_acc = (GRAVITY * sin - cos * temp)
+            / (LENGTH * (4.0 / 3.0 - MASS_POLE * cos * cos / TOTAL_MASS));
+        let x_acc = temp - POLE_MASS_LENGTH * theta_acc * cos / TOTAL_MASS;
+        self.state = [
+            x + TAU * x_dot,
+            x_dot + TAU * x_acc,
+            theta + TAU * theta_dot,
+            theta_dot + TAU * theta_acc,
+        ];
+        self.write_obs(obs);
+        let [x, _, theta, _] = self.state;
+        Step {
+            reward: 1.0,
+            terminated: !(-X_THRESHOLD..=X_THRESHOLD).contains(&x)
+                || !(-THETA_THRESHOLD..=THETA_THRESHOLD).contains(&theta),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// One step from a fixed state, computed by hand from Gymnasium's equations.
+    #[test]
+    fn one_euler_step_matches_hand_computation() {
+        let mut env = CartPole {
+            state: [0.01, 0.02, 0.03, 0.04],
+        };
+        let mut rng = EnvRng::seed_from_u64(0);
+        let mut obs = [0.0f32; 4];
+        let s = env.step(ActionRef::Discrete(1), &mut rng, &mut obs);
+        // temp = (10 + 0.05 * 0.0016 * sin(0.03)) / 1.1
+        let (sin, cos) = 0.03f64.sin_cos();
+        let temp = (10.0 + 0.05 * 0.04 * 0.04 * sin) / 1.1;
+        let ta = (9.8 * sin - cos * temp) / (0.5 * (4.0 / 3.0 - 0.1 * cos * cos / 1.1));
+        let xa = temp - 0.05 * ta * cos / 1.1;
+        let want = [
+            0.01 + 0.02 * 0.02,
+            0.02 + 0.02 * xa,
+            0.03 + 0.02 * 0.04,
+            0.04 + 0.02 * ta,
+        ];
+        for (a, b) in env.state.iter().zip(want) {
+            assert!((a - b).abs() < 1e-15, "{a} vs {b}");
+        }
+        assert_eq!(s.reward, 1.0);
+        assert!(!s.terminated);
+    }
+
+    #[test]
+    fn leaving_the_track_terminates() {
+        let mut env = CartPole {
+            state: [2.399, 1.0, 0.0, 0.0],
+        };
+        let mut rng = EnvRng::seed_from_u64(0);
+        let mut obs = [0.0f32; 4];
+        let s = env.step(ActionRef::Discrete(1), &mut rng, &mut obs);
+        assert!(s.terminated);
+        assert_eq!(s.reward, 1.0);
+    }
+}

@@ -1,0 +1,177 @@
+//! Env ids as users write them, and the one constructor of vector envs.
+//!
+//! | id | family |
+//! |---|---|
+//! | `procgen:<game>[?opt=value&...]` | the 16 Procgen games, options as in procgen's Python API |
+//! | `Hopper-v5`, `HalfCheetah-v5`, `Ant-v5` | Gymnasium's MuJoCo v5 tasks |
+//! | `platform` | the parameterised-action Platform domain |
+//! | `CartPole-v1` | classic control, for smoke and learning tests |
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::cartpole::CartPole;
+use super::mujoco::{MujocoEnv, MujocoTask};
+use super::platform::Platform;
+use super::procgen::{ProcgenConfig, ProcgenVecEnv, GAMES};
+use super::threaded::ThreadedVecEnv;
+use super::{Env, EnvError, EnvResult, VecEnv};
+
+/// A parsed env id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EnvId {
+    Procgen(ProcgenConfig),
+    Mujoco(MujocoTask),
+    Platform,
+    CartPole,
+}
+
+/// Families of envs, for listings and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Procgen,
+    Mujoco,
+    Platform,
+    ClassicControl,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Procgen => "procgen",
+            Family::Mujoco => "mujoco",
+            Family::Platform => "platform",
+            Family::ClassicControl => "classic-control",
+        }
+    }
+}
+
+impl EnvId {
+    pub fn family(&self) -> Family {
+        match self {
+            EnvId::Procgen(_) => Family::Procgen,
+            EnvId::Mujoco(_) => Family::Mujoco,
+            EnvId::Platform => Family::Platform,
+            EnvId::CartPole => Family::ClassicControl,
+        }
+    }
+}
+
+impl fmt::Display for EnvId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EnvId::Procgen(c) => write!(f, "{}", c.to_id_string()),
+            EnvId::Mujoco(t) => write!(f, "{}", t.id()),
+            EnvId::Platform => write!(f, "platform"),
+            EnvId::CartPole => write!(f, "CartPole-v1"),
+        }
+    }
+}
+
+/// Every valid id without options, for error messages and listings.
+pub fn valid_ids() -> Vec<String> {
+    let mut ids: Vec<String> = GAMES.iter().map(|g| format!("procgen:{g}")).collect();
+    ids.extend(MujocoTask::ALL.iter().map(|t| t.id().to_string()));
+    ids.push("platform".into());
+    ids.push("CartPole-v1".into());
+    ids
+}
+
+impl FromStr for EnvId {
+    type Err = EnvError;
+
+    fn from_str(s: &str) -> EnvResult<EnvId> {
+        let s = s.trim();
+        let (base, query) = match s.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (s, None),
+        };
+        if let Some(game) = base.strip_prefix("procgen:") {
+            return ProcgenConfig::parse(game, query).map(EnvId::Procgen);
+        }
+        let id = match base {
+            "platform" => EnvId::Platform,
+            "CartPole-v1" => EnvId::CartPole,
+            other => match MujocoTask::ALL.iter().find(|t| t.id() == other) {
+                Some(t) => EnvId::Mujoco(*t),
+                None => {
+                    return Err(EnvError::UnknownEnv {
+                        id: s.to_string(),
+                        valid: valid_ids().join(", "),
+                    })
+                }
+            },
+        };
+        if query.is_some_and(|q| !q.is_empty()) {
+            return Err(EnvError::BadOption {
+                id: s.to_string(),
+                message: format!("'{base}' takes no options (only procgen ids do)"),
+            });
+        }
+        Ok(id)
+    }
+}
+
+/// How many envs to run and on how many threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VecEnvOptions {
+    pub num_envs: usize,
+    /// Worker threads, the caller's included (Procgen: its C library's threads).
+    pub threads: usize,
+}
+
+fn threaded<E: Env>(envs: Vec<E>, threads: usize) -> EnvResult<Box<dyn VecEnv>> {
+    Ok(Box::new(ThreadedVecEnv::new(envs, threads)?))
+}
+
+/// Builds the vector env for `id`.
+pub fn make_vec_env(id: &EnvId, opts: VecEnvOptions) -> EnvResult<Box<dyn VecEnv>> {
+    if opts.num_envs == 0 {
+        return Err(EnvError::BadSettings("num_envs must be at least 1".into()));
+    }
+    if opts.threads == 0 {
+        return Err(EnvError::BadSettings("threads must be at least 1".into()));
+    }
+    let n = opts.num_envs;
+    match id {
+        EnvId::Procgen(cfg) => Ok(Box::new(ProcgenVecEnv::new(cfg, n, opts.threads)?)),
+        EnvId::Mujoco(task) => threaded(MujocoEnv::batch(*task, n)?, opts.threads),
+        EnvId::Platform => threaded((0..n).map(|_| Platform::new()).collect(), opts.threads),
+        EnvId::CartPole => threaded(vec![CartPole::default(); n], opts.threads),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_and_print_back() {
+        for id in [
+            "Hopper-v5",
+            "HalfCheetah-v5",
+            "Ant-v5",
+            "platform",
+            "CartPole-v1",
+        ] {
+            assert_eq!(id.parse::<EnvId>().unwrap().to_string(), id);
+        }
+        let p: EnvId = "procgen:starpilot".parse().unwrap();
+        assert_eq!(p.family(), Family::Procgen);
+    }
+
+    #[test]
+    fn unknown_id_lists_the_valid_ones() {
+        let e = "Hopper-v4".parse::<EnvId>().unwrap_err().to_string();
+        assert!(e.contains("unknown env id 'Hopper-v4'"), "{e}");
+        for v in ["Hopper-v5", "procgen:starpilot", "platform", "CartPole-v1"] {
+            assert!(e.contains(v), "{e} should list {v}");
+        }
+    }
+
+    #[test]
+    fn options_on_non_procgen_ids_are_rejected() {
+        let e = "CartPole-v1?x=1".parse::<EnvId>().unwrap_err().to_string();
+        assert!(e.contains("takes no options"), "{e}");
+    }
+}

@@ -1,0 +1,210 @@
+//! [`ThreadedVecEnv`]: a [`VecEnv`] over single-env simulators, stepped on a [`Pool`].
+//!
+//! Envs are split into contiguous chunks, one per thread; each chunk writes only its
+//! own rows of the shared [`StepBatch`]. Auto-reset, the time limit (truncation) and
+//! episode statistics live here, so every simulator gets the same semantics.
+
+use rand::SeedableRng;
+
+use super::pool::Pool;
+use super::{Actions, Env, EnvError, EnvResult, EnvRng, ObsBuf, Space, StepBatch, VecEnv};
+
+/// One env and its bookkeeping.
+struct Slot<E> {
+    env: E,
+    rng: EnvRng,
+    /// Return and length of the running episode.
+    ret: f64,
+    len: u32,
+}
+
+/// A raw pointer that may cross to the pool's threads; each thread touches only the
+/// rows of its own chunk.
+struct Rows<T>(*mut T);
+// Manual impls: a derive would require `T: Copy`.
+impl<T> Clone for Rows<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Rows<T> {}
+// SAFETY: used only inside `Pool::run`, where chunks are disjoint row ranges.
+unsafe impl<T> Send for Rows<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Rows<T> {}
+
+impl<T> Rows<T> {
+    /// Pointer to element `i`. A method, so closures capture the whole `Rows`.
+    fn at(self, i: usize) -> *mut T {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// A vector of [`Env`]s stepped on worker threads.
+pub struct ThreadedVecEnv<E: Env> {
+    slots: Vec<Slot<E>>,
+    batch: StepBatch,
+    obs_space: Space,
+    act_space: Space,
+    max_steps: Option<u32>,
+    /// Chunk boundaries: chunk `c` owns envs `bounds[c]..bounds[c + 1]`.
+    bounds: Vec<usize>,
+    pool: Pool,
+    /// Until the first reset, stepping is an error.
+    was_reset: bool,
+}
+
+impl<E: Env> std::fmt::Debug for ThreadedVecEnv<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadedVecEnv")
+            .field("num_envs", &self.slots.len())
+            .field("threads", &self.pool.threads())
+            .field("obs_space", &self.obs_space)
+            .field("act_space", &self.act_space)
+            .finish()
+    }
+}
+
+impl<E: Env> ThreadedVecEnv<E> {
+    /// Wraps `envs` (at least one) and steps them on `threads` threads (at most one per
+    /// env; the caller's thread counts as one).
+    pub fn new(envs: Vec<E>, threads: usize) -> EnvResult<Self> {
+        let n = envs.len();
+        if n == 0 {
+            return Err(EnvError::BadSettings("need at least one env".into()));
+        }
+        if threads == 0 {
+            return Err(EnvError::BadSettings(
+                "thread count must be at least 1".into(),
+            ));
+        }
+        let threads = threads.min(n);
+        let obs_space = envs[0].observation_space();
+        let act_space = envs[0].action_space();
+        let max_steps = envs[0].max_episode_steps();
+        let obs_len = obs_space.flat_len();
+        let slots = envs
+            .into_iter()
+            .enumerate()
+            .map(|(i, env)| Slot {
+                env,
+                rng: EnvRng::seed_from_u64(i as u64),
+                ret: 0.0,
+                len: 0,
+            })
+            .collect();
+        let bounds = (0..=threads).map(|c| c * n / threads).collect();
+        Ok(ThreadedVecEnv {
+            slots,
+            batch: StepBatch::new(n, obs_len, false, true),
+            obs_space,
+            act_space,
+            max_steps,
+            bounds,
+            pool: Pool::new(threads, "volley-env")?,
+            was_reset: false,
+        })
+    }
+
+    /// The simulators, for tests and tools that inspect or set their state.
+    pub fn envs_mut(&mut self) -> impl Iterator<Item = &mut E> {
+        self.slots.iter_mut().map(|s| &mut s.env)
+    }
+}
+
+fn f32_rows(buf: &mut ObsBuf) -> *mut f32 {
+    match buf {
+        ObsBuf::F32(v) => v.as_mut_ptr(),
+        ObsBuf::U8(_) => unreachable!("threaded envs have f32 observations"),
+    }
+}
+
+impl<E: Env> VecEnv for ThreadedVecEnv<E> {
+    fn num_envs(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn observation_space(&self) -> &Space {
+        &self.obs_space
+    }
+
+    fn action_space(&self) -> &Space {
+        &self.act_space
+    }
+
+    fn reset(&mut self, seed: u64) -> EnvResult<&StepBatch> {
+        let obs_len = self.batch.obs_len;
+        let ObsBuf::F32(obs) = &mut self.batch.obs else {
+            unreachable!("threaded envs have f32 observations")
+        };
+        for (i, (slot, row)) in self
+            .slots
+            .iter_mut()
+            .zip(obs.chunks_exact_mut(obs_len))
+            .enumerate()
+        {
+            slot.rng = EnvRng::seed_from_u64(seed.wrapping_add(i as u64));
+            slot.env.reset(&mut slot.rng, row);
+            slot.ret = 0.0;
+            slot.len = 0;
+        }
+        self.batch.clear_step_flags();
+        self.was_reset = true;
+        Ok(&self.batch)
+    }
+
+    fn step(&mut self, actions: Actions<'_>) -> EnvResult<&StepBatch> {
+        if !self.was_reset {
+            return Err(EnvError::BadSettings(
+                "step called before reset: reset the vector env first".into(),
+            ));
+        }
+        let n = self.slots.len();
+        actions.validate(&self.act_space, n)?;
+        let dim = self.act_space.flat_len();
+        let obs_len = self.batch.obs_len;
+        let max_steps = self.max_steps;
+        let slots = Rows(self.slots.as_mut_ptr());
+        let obs = Rows(f32_rows(&mut self.batch.obs));
+        let final_obs = Rows(f32_rows(&mut self.batch.final_obs));
+        let reward = Rows(self.batch.reward.as_mut_ptr());
+        let term = Rows(self.batch.terminated.as_mut_ptr());
+        let trunc = Rows(self.batch.truncated.as_mut_ptr());
+        let ep_ret = Rows(self.batch.episode_return.as_mut_ptr());
+        let ep_len = Rows(self.batch.episode_length.as_mut_ptr());
+        let bounds = &self.bounds;
+        let job = move |c: usize| {
+            for i in bounds[c]..bounds[c + 1] {
+                // SAFETY: chunk `c` is the only one touching env `i` and row `i` of
+                // every buffer; all buffers have `n` rows and live through the round.
+                unsafe {
+                    let slot = &mut *slots.at(i);
+                    let row = std::slice::from_raw_parts_mut(obs.at(i * obs_len), obs_len);
+                    let step = slot.env.step(actions.get(i, dim), &mut slot.rng, row);
+                    slot.ret += step.reward;
+                    slot.len += 1;
+                    let truncated = max_steps.is_some_and(|m| slot.len >= m);
+                    *reward.at(i) = step.reward as f32;
+                    *term.at(i) = step.terminated;
+                    *trunc.at(i) = truncated;
+                    if step.terminated || truncated {
+                        let last =
+                            std::slice::from_raw_parts_mut(final_obs.at(i * obs_len), obs_len);
+                        last.copy_from_slice(row);
+                        *ep_ret.at(i) = slot.ret as f32;
+                        *ep_len.at(i) = slot.len;
+                        slot.env.reset(&mut slot.rng, row);
+                        slot.ret = 0.0;
+                        slot.len = 0;
+                    }
+                }
+            }
+        };
+        self.pool.run(&job)?;
+        Ok(&self.batch)
+    }
+
+    fn batch(&self) -> &StepBatch {
+        &self.batch
+    }
+}

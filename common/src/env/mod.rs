@@ -15,12 +15,14 @@ pub mod mujoco;
 pub mod platform;
 pub mod pool;
 pub mod procgen;
+pub mod random;
 pub mod registry;
 pub mod space;
 pub mod threaded;
 
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+pub use random::RandomActions;
 pub use registry::{make_vec_env, EnvId, VecEnvOptions};
 pub use space::{ActionRef, Actions, ParamBox, Space};
 

@@ -41,6 +41,29 @@ unsafe impl Sync for Inner {}
 // SAFETY: as above; the raw pointer is only dereferenced during a round.
 unsafe impl Send for Inner {}
 
+/// A raw pointer into per-env rows that may cross to the pool's threads. A job
+/// touches only the rows of the envs it steps, and no two chunks step the same env,
+/// so no two threads touch the same row in a round.
+pub(crate) struct Rows<T>(pub(crate) *mut T);
+// Manual impls: a derive would require `T: Copy`.
+impl<T> Clone for Rows<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Rows<T> {}
+// SAFETY: only dereferenced inside `Pool::run`, on rows owned by one thread per round.
+unsafe impl<T> Send for Rows<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Rows<T> {}
+
+impl<T> Rows<T> {
+    /// Pointer to element `i`. A method, so closures capture the whole `Rows`.
+    pub(crate) fn at(self, i: usize) -> *mut T {
+        self.0.wrapping_add(i)
+    }
+}
+
 /// A fixed set of worker threads that run one job per round over chunk indices.
 pub struct Pool {
     inner: Arc<Inner>,

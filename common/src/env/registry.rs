@@ -116,7 +116,7 @@ impl FromStr for EnvId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VecEnvOptions {
     pub num_envs: usize,
-    /// Worker threads, the caller's included (Procgen: its C library's threads).
+    /// Worker threads, the caller's included.
     pub threads: usize,
 }
 

@@ -6,7 +6,7 @@
 
 use rand::SeedableRng;
 
-use super::pool::Pool;
+use super::pool::{Pool, Rows};
 use super::{Actions, Env, EnvError, EnvResult, EnvRng, ObsBuf, Space, StepBatch, VecEnv};
 
 /// One env and its bookkeeping.
@@ -16,28 +16,6 @@ struct Slot<E> {
     /// Return and length of the running episode.
     ret: f64,
     len: u32,
-}
-
-/// A raw pointer that may cross to the pool's threads; each thread touches only the
-/// rows of its own chunk.
-struct Rows<T>(*mut T);
-// Manual impls: a derive would require `T: Copy`.
-impl<T> Clone for Rows<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for Rows<T> {}
-// SAFETY: used only inside `Pool::run`, where chunks are disjoint row ranges.
-unsafe impl<T> Send for Rows<T> {}
-// SAFETY: as above.
-unsafe impl<T> Sync for Rows<T> {}
-
-impl<T> Rows<T> {
-    /// Pointer to element `i`. A method, so closures capture the whole `Rows`.
-    fn at(self, i: usize) -> *mut T {
-        self.0.wrapping_add(i)
-    }
 }
 
 /// A vector of [`Env`]s stepped on worker threads.

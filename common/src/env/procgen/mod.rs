@@ -1,62 +1,479 @@
-//! PLACEHOLDER: replaced by the Procgen implementation.
-use super::{Actions, EnvError, EnvResult, Space, StepBatch, VecEnv};
-pub const GAMES: [&str; 16] = [
-    "bigfish",
-    "bossfight",
-    "caveflyer",
-    "chaser",
-    "climber",
-    "coinrun",
-    "dodgeball",
-    "fruitbot",
-    "heist",
-    "jumper",
-    "leaper",
-    "maze",
-    "miner",
-    "ninja",
-    "plunder",
-    "starpilot",
-];
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProcgenConfig {
-    pub game: String,
+//! The 16 Procgen games (Cobbe et al. 2020, "Leveraging Procedural Generation to
+//! Benchmark Reinforcement Learning") through procgen's own C library, `libenv.so`
+//! from the procgen 0.10.7 wheel, loaded at run time.
+//!
+//! - [`options`]: ids (`procgen:starpilot?distribution_mode=easy&num_levels=200`), their
+//!   options and defaults (those of procgen's Python `ProcgenGym3Env`);
+//! - [`ffi`]: the libenv C ABI and the owner of one library env;
+//! - [`ProcgenVecEnv`]: the [`VecEnv`].
+//!
+//! Layout: every env is its own single-game libenv instance made with `num_threads=0`,
+//! stepped synchronously on a [`Pool`] whose threads take envs one at a time. libenv writes observations, rewards,
+//! first flags and infos straight into the rows of the [`StepBatch`] (no copy). Env `i`
+//! is made with `rand_seed = env_rand_seed(seed, i)`, so its levels depend only on the
+//! reset seed and `i`, not on the number of envs or threads. libenv honours `rand_seed`
+//! in every `libenv_make` of a process (it seeds each game's level-seed generator; only
+//! the assets folder is read once per process), so `reset(seed)` re-makes every instance.
+//!
+//! Episode ends: libenv resets a game inside `act` and marks the next observation
+//! `first`; the reward of that step is the last reward of the ended episode, and the
+//! final frame is never rendered (`has_final_obs = false`). An end is a truncation when
+//! the game's step counter reached its timeout (`Game::step`: `done |= cur_time >=
+//! timeout`; 1000 steps for most games, see [`ProcgenConfig::timeout`]) without the
+//! level being completed (`prev_level_complete`); otherwise it is a termination. A game
+//! that dies on exactly its last allowed step is indistinguishable from a timeout and
+//! counts as truncated.
+
+pub mod ffi;
+pub mod options;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ffi::{EnvBuffers, Instance, Lib, OptValue, OptionList};
+pub use options::{DistributionMode, ProcgenConfig, GAMES, OPTIONS};
+
+use super::pool::{Pool, Rows};
+use super::{Actions, EnvError, EnvResult, ObsBuf, Space, StepBatch, VecEnv};
+
+/// Observation side and channels of every game.
+pub const RES: usize = 64;
+const OBS_LEN: usize = ffi::OBS_BYTES;
+/// procgen's 15 button combinations.
+pub const NUM_ACTIONS: usize = 15;
+
+/// The `rand_seed` env `i` is made with after `reset(seed)`: splitmix64 of the seed and
+/// the index, cut to 31 bits (libenv takes a non-negative C int).
+pub fn env_rand_seed(seed: u64, i: usize) -> i32 {
+    let z = splitmix64(seed.wrapping_add(splitmix64(i as u64)));
+    (z >> 33) as i32
 }
-impl ProcgenConfig {
-    pub fn parse(game: &str, _query: Option<&str>) -> EnvResult<Self> {
-        Ok(ProcgenConfig { game: game.into() })
-    }
-    pub fn to_id_string(&self) -> String {
-        format!("procgen:{}", self.game)
-    }
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
-#[derive(Debug)]
+
+/// How the envs map onto libenv instances and threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// One instance per env (`num_threads=0`), stepped on our [`Pool`].
+    PerEnv,
+    /// One instance holding every env, stepped by libenv's own `threads` threads
+    /// (0 = synchronous). Kept for benchmarks: slower, and its levels depend on the
+    /// number of envs.
+    Native { threads: usize },
+}
+
+/// `num_envs` Procgen games of one config.
 pub struct ProcgenVecEnv {
+    /// Declared first so they are closed before the buffers they write into are freed.
+    instances: Vec<Instance>,
+    lib: &'static Lib,
+    cfg: ProcgenConfig,
+    /// The assets folder, with a trailing '/', as libenv wants it.
+    resource_root: String,
+    layout: Layout,
     batch: StepBatch,
-    space: Space,
+    /// libenv's per-env buffers besides the batch: first flags, actions as i32, infos.
+    first: Vec<u8>,
+    actions: Vec<i32>,
+    prev_level_seed: Vec<i32>,
+    prev_level_complete: Vec<u8>,
+    level_seed: Vec<i32>,
+    /// Running episode return and length, and steps since the game's last internal
+    /// reset (differs from the length with `use_sequential_levels`).
+    ret: Vec<f64>,
+    len: Vec<u32>,
+    level_steps: Vec<u32>,
+    /// The game's time limit, for telling truncations from terminations.
+    timeout: u32,
+    obs_space: Space,
+    act_space: Space,
+    /// Next env to step in the current round, shared by the pool's threads.
+    next: AtomicUsize,
+    pool: Pool,
+    /// Until the first reset, stepping is an error.
+    was_reset: bool,
 }
-impl ProcgenVecEnv {
-    pub fn new(_c: &ProcgenConfig, _n: usize, _t: usize) -> EnvResult<Self> {
-        Err(EnvError::Native("placeholder".into()))
+
+impl std::fmt::Debug for ProcgenVecEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcgenVecEnv")
+            .field("id", &self.cfg.to_id_string())
+            .field("num_envs", &self.batch.num_envs)
+            .field("layout", &self.layout)
+            .field("threads", &self.pool.threads())
+            .finish()
     }
 }
+
+impl ProcgenVecEnv {
+    /// `num_envs` games of `cfg` stepped on `threads` threads (the caller's included;
+    /// at most one per env). Loads `libenv.so` from [`crate::deps::procgen_dir`].
+    pub fn new(cfg: &ProcgenConfig, num_envs: usize, threads: usize) -> EnvResult<Self> {
+        Self::with_layout(cfg, num_envs, threads, Layout::PerEnv)
+    }
+
+    /// One libenv instance of `num_envs` games stepped by libenv's own
+    /// `libenv_threads` threads (0: synchronous), as procgen's Python binding does.
+    /// For benchmarks and conformance checks: slower than [`ProcgenVecEnv::new`], and
+    /// env `i` is seeded from the reset seed (cut to 31 bits) and its position in
+    /// the batch, exactly as `ProcgenGym3Env(rand_seed=seed)`.
+    #[doc(hidden)]
+    pub fn with_libenv_threads(
+        cfg: &ProcgenConfig,
+        num_envs: usize,
+        libenv_threads: usize,
+    ) -> EnvResult<Self> {
+        Self::with_layout(
+            cfg,
+            num_envs,
+            1,
+            Layout::Native {
+                threads: libenv_threads,
+            },
+        )
+    }
+
+    fn with_layout(
+        cfg: &ProcgenConfig,
+        num_envs: usize,
+        threads: usize,
+        layout: Layout,
+    ) -> EnvResult<Self> {
+        if num_envs == 0 {
+            return Err(EnvError::BadSettings("need at least one env".into()));
+        }
+        if threads == 0 {
+            return Err(EnvError::BadSettings(
+                "thread count must be at least 1".into(),
+            ));
+        }
+        if num_envs > i32::MAX as usize {
+            return Err(EnvError::BadSettings(format!("too many envs: {num_envs}")));
+        }
+        // Re-validate: the library aborts the process on a bad option.
+        let query = cfg.to_id_string();
+        let reparsed = query
+            .split_once('?')
+            .map(|(_, q)| ProcgenConfig::parse(&cfg.game, Some(q)))
+            .unwrap_or_else(|| ProcgenConfig::parse(&cfg.game, None))?;
+        if &reparsed != cfg {
+            return Err(EnvError::BadOption {
+                id: query,
+                message: format!("inconsistent procgen config {cfg:?}"),
+            });
+        }
+        let dir = crate::deps::procgen_dir();
+        let lib = ffi::load(&dir)?;
+        let mut root: PathBuf = dir.join("assets");
+        root.push("");
+        let resource_root = root
+            .to_str()
+            .ok_or_else(|| {
+                EnvError::Native(format!(
+                    "the procgen assets path {} is not valid UTF-8",
+                    root.display()
+                ))
+            })?
+            .to_string();
+        let threads = match layout {
+            Layout::PerEnv => threads.min(num_envs),
+            Layout::Native { .. } => 1,
+        };
+        let n = num_envs;
+        let mut env = ProcgenVecEnv {
+            instances: Vec::with_capacity(n),
+            lib,
+            cfg: cfg.clone(),
+            resource_root,
+            layout,
+            batch: StepBatch::new(n, OBS_LEN, true, false),
+            first: vec![0; n],
+            actions: vec![0; n],
+            prev_level_seed: vec![0; n],
+            prev_level_complete: vec![0; n],
+            level_seed: vec![0; n],
+            ret: vec![0.0; n],
+            len: vec![0; n],
+            level_steps: vec![0; n],
+            timeout: cfg.timeout(),
+            obs_space: Space::Image {
+                height: RES,
+                width: RES,
+                channels: 3,
+            },
+            act_space: Space::Discrete { n: NUM_ACTIONS },
+            next: AtomicUsize::new(0),
+            pool: Pool::new(threads, "volley-procgen")?,
+            was_reset: false,
+        };
+        // Make the instances now, so that a broken installation fails here.
+        env.make_instances(0)?;
+        Ok(env)
+    }
+
+    /// The config these envs were made from.
+    pub fn config(&self) -> &ProcgenConfig {
+        &self.cfg
+    }
+
+    /// libenv's raw `first` flags of the last reset or step: 1 where the observation
+    /// starts a new episode.
+    pub fn first(&self) -> &[u8] {
+        &self.first
+    }
+
+    /// The level seed each env is playing (libenv's `level_seed` info).
+    pub fn level_seed(&self) -> &[i32] {
+        &self.level_seed
+    }
+
+    /// Whether the level that ended in the last step was completed (libenv's
+    /// `prev_level_complete` info).
+    pub fn prev_level_complete(&self) -> &[u8] {
+        &self.prev_level_complete
+    }
+
+    fn option_values(&self, rand_seed: i32, num_threads: usize) -> Vec<(&'static str, OptValue)> {
+        let c = &self.cfg;
+        // Every value was checked by `ProcgenConfig::parse` (levels fit in i32).
+        let int = |v: u32| OptValue::Int(i32::try_from(v).unwrap_or(i32::MAX));
+        vec![
+            ("env_name", OptValue::Str(c.game.clone())),
+            ("num_levels", int(c.num_levels)),
+            ("start_level", int(c.start_level)),
+            ("num_actions", OptValue::Int(NUM_ACTIONS as i32)),
+            (
+                "use_sequential_levels",
+                OptValue::Bool(c.use_sequential_levels),
+            ),
+            ("debug_mode", OptValue::Int(0)),
+            ("rand_seed", OptValue::Int(rand_seed)),
+            (
+                "num_threads",
+                OptValue::Int(i32::try_from(num_threads).unwrap_or(i32::MAX)),
+            ),
+            ("render_human", OptValue::Bool(false)),
+            ("resource_root", OptValue::Str(self.resource_root.clone())),
+            ("center_agent", OptValue::Bool(c.center_agent)),
+            (
+                "use_generated_assets",
+                OptValue::Bool(c.use_generated_assets),
+            ),
+            (
+                "use_monochrome_assets",
+                OptValue::Bool(c.use_monochrome_assets),
+            ),
+            ("restrict_themes", OptValue::Bool(c.restrict_themes)),
+            ("use_backgrounds", OptValue::Bool(c.use_backgrounds)),
+            ("paint_vel_info", OptValue::Bool(c.paint_vel_info)),
+            (
+                "distribution_mode",
+                OptValue::Int(c.distribution_mode.c_value()),
+            ),
+        ]
+    }
+
+    /// Buffers of env `i` onwards.
+    fn buffers_from(&mut self, i: usize) -> EnvBuffers {
+        let obs = match &mut self.batch.obs {
+            ObsBuf::U8(v) => v.as_mut_ptr(),
+            // Built with `u8_obs = true` in `with_layout`.
+            ObsBuf::F32(_) => unreachable!("procgen observations are u8"),
+        };
+        EnvBuffers {
+            obs: obs.wrapping_add(i * OBS_LEN),
+            reward: self.batch.reward.as_mut_ptr().wrapping_add(i),
+            first: self.first.as_mut_ptr().wrapping_add(i),
+            action: self.actions.as_mut_ptr().wrapping_add(i),
+            prev_level_seed: self.prev_level_seed.as_mut_ptr().wrapping_add(i),
+            prev_level_complete: self.prev_level_complete.as_mut_ptr().wrapping_add(i),
+            level_seed: self.level_seed.as_mut_ptr().wrapping_add(i),
+        }
+    }
+
+    /// Closes the instances and makes new ones seeded from `seed`; each resets and
+    /// writes its first observation.
+    fn make_instances(&mut self, seed: u64) -> EnvResult<()> {
+        self.was_reset = false;
+        self.instances.clear();
+        let n = self.batch.num_envs;
+        match self.layout {
+            Layout::PerEnv => {
+                for i in 0..n {
+                    let mut opts = OptionList::new(&self.option_values(env_rand_seed(seed, i), 0))?;
+                    let mut inst = Instance::make(self.lib, 1, &mut opts)?;
+                    let bufs = self.buffers_from(i);
+                    // SAFETY: row `i` of every buffer is allocated once (never resized)
+                    // and outlives the instance, which is dropped first; only this
+                    // instance writes row `i`.
+                    unsafe { inst.set_buffers(bufs, 1) };
+                    self.instances.push(inst);
+                }
+            }
+            Layout::Native { threads } => {
+                let rand_seed = (seed & 0x7fff_ffff) as i32;
+                let mut opts = OptionList::new(&self.option_values(rand_seed, threads))?;
+                let mut inst = Instance::make(self.lib, n, &mut opts)?;
+                let bufs = self.buffers_from(0);
+                // SAFETY: every buffer has `n` rows, is never resized and outlives the
+                // instance, which is dropped first.
+                unsafe { inst.set_buffers(bufs, n) };
+                // SAFETY: as above; waits for libenv's threads to finish the resets.
+                unsafe { inst.observe() };
+                self.instances.push(inst);
+            }
+        }
+        Ok(())
+    }
+}
+
 impl VecEnv for ProcgenVecEnv {
     fn num_envs(&self) -> usize {
-        0
+        self.batch.num_envs
     }
+
     fn observation_space(&self) -> &Space {
-        &self.space
+        &self.obs_space
     }
+
     fn action_space(&self) -> &Space {
-        &self.space
+        &self.act_space
     }
-    fn reset(&mut self, _seed: u64) -> EnvResult<&StepBatch> {
+
+    fn reset(&mut self, seed: u64) -> EnvResult<&StepBatch> {
+        self.make_instances(seed)?;
+        self.batch.clear_step_flags();
+        self.ret.fill(0.0);
+        self.len.fill(0);
+        self.level_steps.fill(0);
+        self.was_reset = true;
         Ok(&self.batch)
     }
-    fn step(&mut self, _a: Actions<'_>) -> EnvResult<&StepBatch> {
+
+    fn step(&mut self, actions: Actions<'_>) -> EnvResult<&StepBatch> {
+        if !self.was_reset {
+            return Err(EnvError::BadSettings(
+                "step called before reset: reset the vector env first".into(),
+            ));
+        }
+        let n = self.batch.num_envs;
+        actions.validate(&self.act_space, n)?;
+        let Actions::Discrete(acts) = actions else {
+            unreachable!("validated against a discrete space")
+        };
+        let timeout = self.timeout;
+        let insts = Rows(self.instances.as_mut_ptr());
+        let act = Rows(self.actions.as_mut_ptr());
+        let reward = Rows(self.batch.reward.as_mut_ptr());
+        let first = Rows(self.first.as_mut_ptr());
+        let complete = Rows(self.prev_level_complete.as_mut_ptr());
+        let term = Rows(self.batch.terminated.as_mut_ptr());
+        let trunc = Rows(self.batch.truncated.as_mut_ptr());
+        let ep_ret = Rows(self.batch.episode_return.as_mut_ptr());
+        let ep_len = Rows(self.batch.episode_length.as_mut_ptr());
+        let ret = Rows(self.ret.as_mut_ptr());
+        let len = Rows(self.len.as_mut_ptr());
+        let level_steps = Rows(self.level_steps.as_mut_ptr());
+        // Books one env's step after libenv wrote its row.
+        let book = move |i: usize| {
+            // SAFETY: only the calling thread touches row `i` this round; every buffer
+            // has `n` rows.
+            unsafe {
+                let r = *reward.at(i);
+                *ret.at(i) += f64::from(r);
+                *len.at(i) += 1;
+                *level_steps.at(i) += 1;
+                let ended = *first.at(i) != 0;
+                let completed = *complete.at(i) != 0;
+                let truncated = ended && !completed && *level_steps.at(i) >= timeout;
+                *term.at(i) = ended && !truncated;
+                *trunc.at(i) = truncated;
+                if ended {
+                    *ep_ret.at(i) = *ret.at(i) as f32;
+                    *ep_len.at(i) = *len.at(i);
+                    *ret.at(i) = 0.0;
+                    *len.at(i) = 0;
+                    *level_steps.at(i) = 0;
+                } else if completed {
+                    // use_sequential_levels: the game moved on to the next level and
+                    // restarted its step counter inside the same episode.
+                    *level_steps.at(i) = 0;
+                }
+            }
+        };
+        match self.layout {
+            Layout::PerEnv => {
+                // Envs are handed out one at a time rather than in fixed chunks: a
+                // worker that the OS delays (the machine is shared with inference and
+                // learning) then holds up only the env it is stepping. Each env's
+                // outcome does not depend on which thread steps it.
+                let next = &self.next;
+                next.store(0, Ordering::Relaxed);
+                let job = move |_c: usize| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    // SAFETY: the counter hands index `i` to exactly one thread, which
+                    // alone touches instance `i` and row `i` of every buffer this round;
+                    // the instance's buffers are valid.
+                    unsafe {
+                        // In 0..15 after validation.
+                        *act.at(i) = acts[i] as i32;
+                        (*insts.at(i)).step();
+                    }
+                    book(i);
+                };
+                self.pool.run(&job)?;
+            }
+            Layout::Native { .. } => {
+                for (a, &v) in self.actions.iter_mut().zip(acts) {
+                    *a = v as i32;
+                }
+                // SAFETY: the one instance's buffers are valid; step waits for
+                // libenv's threads before returning.
+                unsafe { self.instances[0].step() };
+                (0..n).for_each(book);
+            }
+        }
         Ok(&self.batch)
     }
+
     fn batch(&self) -> &StepBatch {
         &self.batch
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_library_names_the_setup_script() {
+        let dir = std::env::temp_dir().join("volley-no-procgen-here");
+        let e = ffi::load(&dir).unwrap_err();
+        assert!(matches!(e, EnvError::MissingDependency { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("libenv.so") && msg.contains("deploy/setup.sh"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn rand_seeds_are_non_negative_and_distinct() {
+        let seeds: Vec<i32> = (0..64).map(|i| env_rand_seed(7, i)).collect();
+        assert!(seeds.iter().all(|&s| s >= 0));
+        let mut sorted = seeds.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), seeds.len());
+        assert_ne!(env_rand_seed(7, 0), env_rand_seed(8, 0));
     }
 }

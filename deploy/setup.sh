@@ -32,6 +32,7 @@ GYMNASIUM_SHA256=1cb947c59e7c72d8eabb2c2274c00cd20948e69f8452a9ef4092223be24fdf0
 step=""
 fail() {
   echo "deploy/setup.sh: step '$step' failed: $*" >&2
+  step=""
   exit 1
 }
 trap 'rc=$?; [ $rc -ne 0 ] && [ -n "$step" ] && echo "deploy/setup.sh: step \"$step\" failed (exit $rc); see the output above" >&2' EXIT

@@ -1,1 +1,6 @@
-//! volley-actor library.
+//! volley-actor: runs environments and, in a training run, streams their trajectories
+//! to the learner.
+//!
+//! - [`tools`]: the env tools behind `volley-actor envs`, `random` and `bench`.
+
+pub mod tools;

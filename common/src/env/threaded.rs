@@ -1,8 +1,11 @@
 //! [`ThreadedVecEnv`]: a [`VecEnv`] over single-env simulators, stepped on a [`Pool`].
 //!
-//! Envs are split into contiguous chunks, one per thread; each chunk writes only its
-//! own rows of the shared [`StepBatch`]. Auto-reset, the time limit (truncation) and
+//! Threads claim envs in small blocks from a shared counter, so uneven step costs
+//! balance out; a thread writes only the rows of the envs it claimed. Every env has its
+//! own random generator, so results do not depend on which thread stepped it. Auto-reset, the time limit (truncation) and
 //! episode statistics live here, so every simulator gets the same semantics.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::SeedableRng;
 
@@ -25,8 +28,11 @@ pub struct ThreadedVecEnv<E: Env> {
     obs_space: Space,
     act_space: Space,
     max_steps: Option<u32>,
-    /// Chunk boundaries: chunk `c` owns envs `bounds[c]..bounds[c + 1]`.
-    bounds: Vec<usize>,
+    /// Envs a thread takes at a time from `next`: threads claim blocks until none are
+    /// left, so one slow env (many contacts) does not hold a whole chunk back.
+    block: usize,
+    /// Next unclaimed env of the current round.
+    next: AtomicUsize,
     pool: Pool,
     /// Until the first reset, stepping is an error.
     was_reset: bool,
@@ -71,14 +77,15 @@ impl<E: Env> ThreadedVecEnv<E> {
                 len: 0,
             })
             .collect();
-        let bounds = (0..=threads).map(|c| c * n / threads).collect();
+        let block = (n / (threads * 4)).max(1);
         Ok(ThreadedVecEnv {
             slots,
             batch: StepBatch::new(n, obs_len, false, true),
             obs_space,
             act_space,
             max_steps,
-            bounds,
+            block,
+            next: AtomicUsize::new(0),
             pool: Pool::new(threads, "volley-env")?,
             was_reset: false,
         })
@@ -150,11 +157,17 @@ impl<E: Env> VecEnv for ThreadedVecEnv<E> {
         let trunc = Rows(self.batch.truncated.as_mut_ptr());
         let ep_ret = Rows(self.batch.episode_return.as_mut_ptr());
         let ep_len = Rows(self.batch.episode_length.as_mut_ptr());
-        let bounds = &self.bounds;
-        let job = move |c: usize| {
-            for i in bounds[c]..bounds[c + 1] {
-                // SAFETY: chunk `c` is the only one touching env `i` and row `i` of
-                // every buffer; all buffers have `n` rows and live through the round.
+        let (next, block) = (&self.next, self.block);
+        next.store(0, Ordering::Relaxed);
+        let job = move |_: usize| loop {
+            let start = next.fetch_add(block, Ordering::Relaxed);
+            if start >= n {
+                break;
+            }
+            for i in start..(start + block).min(n) {
+                // SAFETY: the thread that claimed env `i` is the only one touching it
+                // and row `i` of every buffer this round; all buffers have `n` rows
+                // and live through the round.
                 unsafe {
                     let slot = &mut *slots.at(i);
                     let row = std::slice::from_raw_parts_mut(obs.at(i * obs_len), obs_len);

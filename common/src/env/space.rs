@@ -87,7 +87,7 @@ impl Space {
             Space::Box { shape, low, high } => {
                 let lo = low.iter().copied().fold(f32::INFINITY, f32::min);
                 let hi = high.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                format!("Box({shape:?}, [{lo}, {hi}])")
+                format!("Box({shape:?}, [{}, {}])", short(lo), short(hi))
             }
             Space::Image {
                 height,
@@ -208,6 +208,15 @@ impl<'a> Actions<'a> {
             Actions::Continuous(_) => "continuous",
             Actions::Parameterised { .. } => "parameterised",
         }
+    }
+}
+
+/// A bound as people read it: `inf`, `3.4e38`, `0.21`.
+fn short(v: f32) -> String {
+    if v.is_finite() && v.abs() >= 1e6 {
+        format!("{v:.1e}")
+    } else {
+        format!("{v}")
     }
 }
 

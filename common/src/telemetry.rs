@@ -1,0 +1,162 @@
+//! Metric names, their descriptions and the Prometheus exporter every volley process
+//! runs. Names are declared once here; code records through the `metrics` macros
+//! with these constants.
+
+use std::net::SocketAddr;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+// Env stepping (actors; the learner counts the steps it trained on).
+pub const ENV_STEPS: &str = "volley_env_steps_total";
+pub const ENV_STEPS_PER_SEC: &str = "volley_env_steps_per_second";
+pub const EPISODE_RETURN: &str = "volley_episode_return";
+pub const EPISODE_LENGTH: &str = "volley_episode_length";
+// Transport.
+pub const CHUNKS_ACCEPTED: &str = "volley_chunks_accepted_total";
+pub const CHUNKS_REJECTED: &str = "volley_chunks_rejected_total";
+pub const CHUNKS_DROPPED: &str = "volley_chunks_dropped_total";
+pub const CHUNKS_SENT: &str = "volley_chunks_sent_total";
+pub const QUEUE_DEPTH: &str = "volley_queue_depth";
+pub const BYTES_IN: &str = "volley_bytes_in_total";
+pub const BYTES_OUT: &str = "volley_bytes_out_total";
+pub const CONNECTED_ACTORS: &str = "volley_connected_actors";
+pub const RECONNECTS: &str = "volley_reconnects_total";
+// Learning.
+pub const POLICY_LAG: &str = "volley_policy_lag";
+pub const UPDATES: &str = "volley_updates_total";
+pub const UPDATE_DURATION: &str = "volley_update_duration_seconds";
+pub const LEARNING_RATE: &str = "volley_learning_rate";
+pub const WEIGHTS_VERSION: &str = "volley_weights_version";
+pub const PPO_POLICY_LOSS: &str = "volley_ppo_policy_loss";
+pub const PPO_VALUE_LOSS: &str = "volley_ppo_value_loss";
+pub const PPO_ENTROPY: &str = "volley_ppo_entropy";
+pub const PPO_APPROX_KL: &str = "volley_ppo_approx_kl";
+pub const PPO_CLIP_FRACTION: &str = "volley_ppo_clip_fraction";
+pub const PPO_EXPLAINED_VARIANCE: &str = "volley_ppo_explained_variance";
+// Actor inference.
+pub const INFERENCE_LATENCY: &str = "volley_inference_latency_seconds";
+
+/// Registers the description and unit of every metric, so `/metrics` explains itself.
+pub fn describe_all() {
+    describe_counter!(
+        ENV_STEPS,
+        Unit::Count,
+        "env steps taken (actors) or trained on (learner)"
+    );
+    describe_gauge!(
+        ENV_STEPS_PER_SEC,
+        "env steps per second over the last status interval"
+    );
+    describe_histogram!(
+        EPISODE_RETURN,
+        "undiscounted return of finished episodes, by env"
+    );
+    describe_histogram!(
+        EPISODE_LENGTH,
+        Unit::Count,
+        "length in steps of finished episodes, by env"
+    );
+    describe_counter!(
+        CHUNKS_ACCEPTED,
+        Unit::Count,
+        "trajectory chunks that passed validation"
+    );
+    describe_counter!(
+        CHUNKS_REJECTED,
+        Unit::Count,
+        "trajectory chunks rejected, by reason"
+    );
+    describe_counter!(
+        CHUNKS_DROPPED,
+        Unit::Count,
+        "valid chunks not trained on, by reason (policy_lag)"
+    );
+    describe_counter!(
+        CHUNKS_SENT,
+        Unit::Count,
+        "trajectory chunks an actor sent and had acknowledged"
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        Unit::Count,
+        "chunks waiting in the learner's training queue"
+    );
+    describe_counter!(BYTES_IN, Unit::Bytes, "payload bytes received");
+    describe_counter!(BYTES_OUT, Unit::Bytes, "payload bytes sent");
+    describe_gauge!(
+        CONNECTED_ACTORS,
+        Unit::Count,
+        "actors subscribed to the weight stream"
+    );
+    describe_counter!(
+        RECONNECTS,
+        Unit::Count,
+        "times an actor reconnected to the learner"
+    );
+    describe_histogram!(
+        POLICY_LAG,
+        Unit::Count,
+        "weights versions between acting and training, per chunk"
+    );
+    describe_counter!(UPDATES, Unit::Count, "learner updates done");
+    describe_histogram!(
+        UPDATE_DURATION,
+        Unit::Seconds,
+        "wall time of one learner update"
+    );
+    describe_gauge!(LEARNING_RATE, "current learning rate");
+    describe_gauge!(
+        WEIGHTS_VERSION,
+        Unit::Count,
+        "newest weights version (learner: published; actor: in use)"
+    );
+    describe_gauge!(
+        PPO_POLICY_LOSS,
+        "PPO clipped surrogate loss of the last update"
+    );
+    describe_gauge!(PPO_VALUE_LOSS, "PPO value loss of the last update");
+    describe_gauge!(PPO_ENTROPY, "policy entropy of the last update");
+    describe_gauge!(
+        PPO_APPROX_KL,
+        "approximate KL between behaviour and updated policy"
+    );
+    describe_gauge!(
+        PPO_CLIP_FRACTION,
+        "fraction of samples whose ratio was clipped"
+    );
+    describe_gauge!(
+        PPO_EXPLAINED_VARIANCE,
+        "explained variance of the value function"
+    );
+    describe_histogram!(
+        INFERENCE_LATENCY,
+        Unit::Seconds,
+        "actor policy forward pass per batch"
+    );
+}
+
+/// Starts the Prometheus exporter: `GET http://addr/metrics` serves the text format.
+/// Returns an error naming the address if it cannot listen (port in use).
+pub fn install_exporter(addr: SocketAddr) -> Result<(), String> {
+    let returns = [
+        -1000.0, -100.0, -10.0, -1.0, 0.0, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0,
+        500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+    ];
+    let lengths = [1.0, 10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0];
+    let seconds = [
+        1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+    ];
+    let lag = [0.0, 1.0, 2.0, 3.0, 4.0, 8.0, 16.0];
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Full(EPISODE_RETURN.into()), &returns)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(EPISODE_LENGTH.into()), &lengths))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(POLICY_LAG.into()), &lag))
+        .map_err(|e| format!("bad histogram buckets: {e}"))?
+        .install()
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    describe_all();
+    Ok(())
+}

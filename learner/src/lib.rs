@@ -1,5 +1,18 @@
 //! volley-learner: the gRPC server that ingests actor trajectories, trains PPO, SAC or
 //! MP-DQN on one device and broadcasts weights. The environment layer it shares with
-//! the actors lives in `volley-common`.
+//! the actors lives in `volley-common`. The data flow is described in docs/runtime.md.
+//!
+//! - [`server`], [`validate`]: the gRPC service, chunk validation, weight streams;
+//! - [`trainer`]: the training thread (batches, updates, publication, logging);
+//! - [`ppo`]: PPO (Schulman et al. 2017);
+//! - [`config`]: the run config; [`rundir`], [`checkpoint`]: the run directory.
 
 pub use volley_common::env;
+
+pub mod checkpoint;
+pub mod config;
+pub mod ppo;
+pub mod rundir;
+pub mod server;
+pub mod trainer;
+pub mod validate;

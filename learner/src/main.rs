@@ -1,0 +1,334 @@
+//! The `volley-learner` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use tch::Device;
+use tokio::sync::{mpsc, watch};
+use volley_common::config::{apply_override, from_table, load};
+use volley_common::env::{make_vec_env, EnvId, Space, VecEnvOptions};
+use volley_common::nn::{ModelKind, ModelSpec};
+use volley_learner::checkpoint::{self, Counters};
+use volley_learner::config::RunConfig;
+use volley_learner::ppo::Ppo;
+use volley_learner::rundir::RunDir;
+use volley_learner::server::{self, RunInfo, ServerOptions, VolleyService};
+use volley_learner::trainer::{Status, Trainer};
+use volley_learner::validate::ActionSpec;
+use volley_proto::DType;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "volley-learner",
+    version,
+    about = "volley's learner: serves actors over gRPC and trains on their trajectories",
+    after_help = "Overrides are dotted config keys: ppo.lr=3e-4 env.id=procgen:bigfish env.num_envs=16"
+)]
+struct Cli {
+    /// Run config (TOML), e.g. configs/ppo_procgen.toml; defaults apply without one.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run in this directory from its newest checkpoint.
+    #[arg(long, conflicts_with = "config")]
+    resume: Option<PathBuf>,
+    /// Where to train: auto (CUDA when present), cpu or cuda (same as learner.device=).
+    #[arg(long)]
+    device: Option<String>,
+    /// Config overrides, key.path=value.
+    overrides: Vec<String>,
+}
+
+fn resolve_device(want: &str) -> Result<Device> {
+    match want {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        "cuda" => bail!("learner.device = cuda, but no CUDA device is available (use auto or cpu)"),
+        _ => Ok(Device::cuda_if_available()),
+    }
+}
+
+fn model_kind(cfg: &RunConfig, obs: &Space) -> ModelKind {
+    let m = &cfg.model;
+    let image = matches!(obs, Space::Image { .. });
+    match (m.kind.as_str(), image) {
+        ("impala_cnn", _) | ("auto", true) => ModelKind::ImpalaCnn {
+            depths: m.cnn_depths.clone(),
+            fc: m.fc,
+        },
+        ("nature_cnn", _) => ModelKind::NatureCnn { fc: m.fc },
+        _ => ModelKind::Mlp {
+            hidden: m.hidden.clone(),
+        },
+    }
+}
+
+fn run_id(cfg: &RunConfig) -> String {
+    if !cfg.run.name.is_empty() {
+        return cfg.run.name.clone();
+    }
+    let env: String = cfg
+        .env
+        .id
+        .split('?')
+        .next()
+        .unwrap_or("env")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{}-{env}-{secs}", cfg.algorithm.name())
+}
+
+/// What `Register` tells actors: the run's env, rollout settings and model.
+fn run_info(
+    cfg: &RunConfig,
+    run_id: &str,
+    spec: &ModelSpec,
+    obs: &Space,
+    act: &Space,
+) -> Result<RunInfo> {
+    let (obs_shape, obs_dtype) = match obs {
+        Space::Image {
+            height,
+            width,
+            channels,
+        } => (vec![*height, *width, *channels], DType::U8),
+        Space::Box { shape, .. } => (shape.clone(), DType::F32),
+        other => bail!(
+            "observation space {} is not supported by ppo",
+            other.describe()
+        ),
+    };
+    let action = match act {
+        Space::Discrete { n } => ActionSpec::Discrete { n: *n as u32 },
+        Space::Box { .. } => ActionSpec::Continuous {
+            dim: act.flat_len() as u32,
+        },
+        other => bail!("action space {} is not supported by ppo", other.describe()),
+    };
+    Ok(RunInfo {
+        run_id: run_id.to_string(),
+        algorithm: cfg.algorithm.name().to_string(),
+        model_spec_json: serde_json::to_string(spec)?,
+        env_id: cfg.env.id.clone(),
+        num_envs: cfg.env.num_envs,
+        env_threads: cfg.env.threads,
+        chunk_steps: cfg.rollout.chunk_steps,
+        max_inflight: cfg.rollout.max_inflight,
+        obs_shape,
+        obs_dtype,
+        action,
+    })
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("volley-learner: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut overrides = cli.overrides.clone();
+    if let Some(d) = &cli.device {
+        overrides.push(format!("learner.device={d}"));
+    }
+    let (cfg, run_dir, resumed) = match &cli.resume {
+        Some(dir) => {
+            let mut table = RunDir::read_config(dir)?;
+            for o in &overrides {
+                apply_override(&mut table, o)?;
+            }
+            let cfg: RunConfig = from_table(table)?;
+            let loaded = checkpoint::load_latest(dir)?;
+            (cfg, RunDir::open(dir.clone())?, Some(loaded))
+        }
+        None => {
+            let cfg: RunConfig = load(cli.config.as_deref(), &overrides)?;
+            cfg.validate().map_err(anyhow::Error::msg)?;
+            let dir = RunDir::create(Path::new(&cfg.run.dir), &run_id(&cfg), &cfg)?;
+            (cfg, dir, None)
+        }
+    };
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    let device = resolve_device(&cfg.learner.device)?;
+    if cfg.learner.torch_threads > 0 {
+        tch::set_num_threads(cfg.learner.torch_threads as i32);
+    }
+    tch::manual_seed(cfg.run.seed as i64);
+
+    // The spaces come from one env of the run's id: the learner checks the id and its
+    // native library before any actor connects.
+    let env_id: EnvId = cfg.env.id.parse()?;
+    let (obs_space, act_space) = {
+        let probe = make_vec_env(
+            &env_id,
+            VecEnvOptions {
+                num_envs: 1,
+                threads: 1,
+            },
+        )
+        .with_context(|| format!("cannot make env {env_id}"))?;
+        (
+            probe.observation_space().clone(),
+            probe.action_space().clone(),
+        )
+    };
+    let spec = ModelSpec::for_spaces(model_kind(&cfg, &obs_space), &obs_space, &act_space)?;
+    let mut ppo = Ppo::new(spec.clone(), cfg.ppo.clone(), device)?;
+    let mut counters = Counters::default();
+    let mut normalizers = Default::default();
+    if let Some(l) = resumed {
+        ppo.load_weights(&l.weights)
+            .context("checkpoint weights do not fit the model")?;
+        ppo.load_optimizer_state(&l.optimizer)
+            .context("checkpoint optimizer state does not fit the model")?;
+        counters = l.counters;
+        normalizers = l.normalizers;
+        eprintln!(
+            "volley-learner: resumed {} at update {}, {} env steps",
+            run_dir.path.display(),
+            counters.updates,
+            counters.steps
+        );
+    }
+
+    let metrics_addr = cfg.learner.metrics_listen.parse()?;
+    volley_common::telemetry::install_exporter(metrics_addr).map_err(anyhow::Error::msg)?;
+    let listen: std::net::SocketAddr = cfg.learner.listen.parse()?;
+    let run_name = run_dir
+        .path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    eprintln!(
+        "volley-learner: run {} in {} | {} on {} | device {:?} | grpc {} | metrics http://{}/metrics",
+        run_name,
+        run_dir.path.display(),
+        cfg.algorithm.name(),
+        env_id,
+        device,
+        listen,
+        metrics_addr
+    );
+
+    let info = run_info(&cfg, &run_name, &spec, &obs_space, &act_space)?;
+    let (chunk_tx, chunk_rx) = mpsc::channel(cfg.learner.queue_chunks);
+    let (weights_tx, weights_rx) = watch::channel(None);
+    let status = Arc::new(Mutex::new(Status::default()));
+    let stop = volley_common::signals::stop_on_signals("volley-learner")?;
+
+    let mut trainer = Trainer::new(
+        cfg.clone(),
+        ppo,
+        device,
+        run_dir,
+        counters,
+        weights_tx,
+        Arc::clone(&status),
+    );
+    trainer.restore_normalizers(normalizers)?;
+    let train_stop = Arc::clone(&stop);
+    let training = std::thread::Builder::new()
+        .name("volley-train".into())
+        .spawn(move || trainer.run(chunk_rx, train_stop))?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("volley-learner-net")
+        .build()?;
+    let service = VolleyService::new(
+        info,
+        ServerOptions {
+            auth_token: cfg.learner.auth_token.clone(),
+            ..Default::default()
+        },
+        chunk_tx,
+        weights_rx,
+    );
+    let status_line = status_printer(
+        Arc::clone(&status),
+        service.clone(),
+        Arc::clone(&stop),
+        cfg.run.status_every_secs,
+    );
+    let server_stop = Arc::clone(&stop);
+    let served = rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (learner.listen)"))?;
+        server::serve(listener, service, async move {
+            while !server_stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .context("the gRPC server failed")
+    });
+    stop.store(true, Ordering::SeqCst);
+    let trained = training
+        .join()
+        .map_err(|_| anyhow::anyhow!("the training thread panicked"))?;
+    let _ = status_line.join();
+    rt.shutdown_timeout(Duration::from_secs(2));
+    served?;
+    trained
+}
+
+/// Prints the status line every `every` seconds until `stop`: on a terminal it
+/// rewrites one line, elsewhere it prints one line per interval.
+fn status_printer(
+    status: Arc<Mutex<Status>>,
+    service: VolleyService,
+    stop: Arc<AtomicBool>,
+    every: f64,
+) -> std::thread::JoinHandle<()> {
+    use std::io::IsTerminal;
+    std::thread::spawn(move || {
+        let tty = std::io::stderr().is_terminal();
+        let every = Duration::from_secs_f64(every.max(0.2));
+        let mut last = std::time::Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+            if last.elapsed() < every {
+                continue;
+            }
+            last = std::time::Instant::now();
+            let Ok(mut s) = status.lock().map(|s| s.clone()) else {
+                return;
+            };
+            s.actors = service.connected_actors();
+            let ret = s.return_mean.map_or("-".to_string(), |r| format!("{r:.2}"));
+            let line = format!(
+                "steps {} | fps {:.0} | return {} | updates {} | weights v{} | actors {} | dropped {}",
+                s.steps, s.fps, ret, s.updates, s.version, s.actors, s.dropped
+            );
+            if tty {
+                eprint!("\r\x1b[2K{line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+        if tty {
+            eprintln!();
+        }
+    })
+}

@@ -1,0 +1,506 @@
+//! Chunk validation: every chunk is checked against its actor's registration before
+//! anything of it is used (docs/runtime.md, "Validation and rejection").
+//!
+//! [`check_structure`] runs the cheap checks (protocol version, presence, dtype, shape,
+//! byte length, episode statistics) and moves the tensors' `Bytes` into a
+//! [`ValidChunk`] without copying; [`check_contents`] then scans the data (finite
+//! floats, bools that are 0 or 1, discrete actions in range). The server runs the scan
+//! on a blocking thread when there is much to scan.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use volley_proto::status::{Reason, Rejection};
+use volley_proto::tensor::{first_non_bool, first_non_finite_f32, le_to_vec};
+use volley_proto::{check_tensor_bytes, Chunk, DType, Tensor, PROTOCOL_VERSION};
+
+/// How an actor's actions look on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionSpec {
+    /// One `i64` in `[0, n)` per env step: `actions` is I64 `[T, N]`.
+    Discrete { n: u32 },
+    /// `dim` floats per env step: `actions` is F32 `[T, N, dim]`.
+    Continuous { dim: u32 },
+}
+
+/// What a registered actor's chunks must look like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorSpec {
+    /// N: envs per actor.
+    pub num_envs: usize,
+    /// T: steps per chunk.
+    pub chunk_steps: usize,
+    /// Shape of one observation.
+    pub obs_shape: Vec<usize>,
+    /// U8 (pixels) or F32 (vectors).
+    pub obs_dtype: DType,
+    pub action: ActionSpec,
+}
+
+impl ActorSpec {
+    /// The shape of the `actions` tensor.
+    fn action_shape(&self) -> (DType, Vec<usize>) {
+        let (t, n) = (self.chunk_steps, self.num_envs);
+        match self.action {
+            ActionSpec::Discrete { .. } => (DType::I64, vec![t, n]),
+            ActionSpec::Continuous { dim } => (DType::F32, vec![t, n, dim as usize]),
+        }
+    }
+}
+
+/// A chunk that passed validation: the wire bytes of each tensor (views of the
+/// receive buffer, not copies) with the shapes of the actor's registration.
+///
+/// Per-step tensors are time-major `[T, N]` (`obs`: `[T, N, *obs_shape]`, continuous
+/// `actions`: `[T, N, A]`), `bootstrap_values` is `[N]`; all little-endian.
+#[derive(Debug, Clone)]
+pub struct ValidChunk {
+    pub actor_id: String,
+    /// Weights version that acted.
+    pub policy_version: u64,
+    /// The actor's sequence number, for logs.
+    pub seq: u64,
+    /// T.
+    pub steps: usize,
+    /// N.
+    pub num_envs: usize,
+    pub obs_shape: Vec<usize>,
+    pub obs_dtype: DType,
+    pub action: ActionSpec,
+    pub obs: Bytes,
+    pub actions: Bytes,
+    pub logprobs: Bytes,
+    pub values: Bytes,
+    pub rewards: Bytes,
+    pub terminated: Bytes,
+    pub truncated: Bytes,
+    pub truncation_values: Bytes,
+    pub bootstrap_values: Bytes,
+    pub episode_returns: Vec<f32>,
+    pub episode_lengths: Vec<u32>,
+    /// Tensor payload bytes, for throughput accounting.
+    pub payload_bytes: usize,
+    /// When the learner finished receiving it, for queueing latency.
+    pub received_at: Instant,
+}
+
+impl ValidChunk {
+    /// `T * N`, the rows this chunk adds to a batch.
+    pub fn rows(&self) -> usize {
+        self.steps * self.num_envs
+    }
+
+    pub fn logprobs_f32(&self) -> Vec<f32> {
+        le_to_vec(&self.logprobs)
+    }
+
+    pub fn values_f32(&self) -> Vec<f32> {
+        le_to_vec(&self.values)
+    }
+
+    pub fn rewards_f32(&self) -> Vec<f32> {
+        le_to_vec(&self.rewards)
+    }
+
+    pub fn truncation_values_f32(&self) -> Vec<f32> {
+        le_to_vec(&self.truncation_values)
+    }
+
+    pub fn bootstrap_values_f32(&self) -> Vec<f32> {
+        le_to_vec(&self.bootstrap_values)
+    }
+
+    pub fn terminated_bools(&self) -> Vec<bool> {
+        le_to_vec(&self.terminated)
+    }
+
+    pub fn truncated_bools(&self) -> Vec<bool> {
+        le_to_vec(&self.truncated)
+    }
+
+    /// Discrete actions, `T * N` of them; `None` for continuous actions.
+    pub fn actions_i64(&self) -> Option<Vec<i64>> {
+        matches!(self.action, ActionSpec::Discrete { .. }).then(|| le_to_vec(&self.actions))
+    }
+
+    /// Continuous actions, `T * N * A` of them; `None` for discrete actions.
+    pub fn actions_f32(&self) -> Option<Vec<f32>> {
+        matches!(self.action, ActionSpec::Continuous { .. }).then(|| le_to_vec(&self.actions))
+    }
+
+    /// Observations as a CPU tensor of shape `[T * N, *obs_shape]` (Uint8 or Float),
+    /// copied once out of the wire bytes.
+    pub fn obs_tensor(&self) -> tch::Tensor {
+        let mut size = vec![self.rows() as i64];
+        size.extend(self.obs_shape.iter().map(|&d| d as i64));
+        let kind = match self.obs_dtype {
+            DType::U8 | DType::Bool => tch::Kind::Uint8,
+            DType::I32 => tch::Kind::Int,
+            DType::I64 => tch::Kind::Int64,
+            DType::F32 => tch::Kind::Float,
+        };
+        tch::Tensor::from_data_size(&self.obs, &size, kind)
+    }
+
+    /// Actions as a CPU tensor: Int64 `[T * N]` (discrete) or Float `[T * N, A]`.
+    pub fn actions_tensor(&self) -> tch::Tensor {
+        let rows = self.rows() as i64;
+        match self.action {
+            ActionSpec::Discrete { .. } => {
+                tch::Tensor::from_data_size(&self.actions, &[rows], tch::Kind::Int64)
+            }
+            ActionSpec::Continuous { dim } => tch::Tensor::from_data_size(
+                &self.actions,
+                &[rows, i64::from(dim)],
+                tch::Kind::Float,
+            ),
+        }
+    }
+
+    /// Bytes the content scan of [`check_contents`] reads: decides whether it is worth
+    /// a blocking thread.
+    pub fn scan_bytes(&self) -> usize {
+        let floats = self.logprobs.len()
+            + self.values.len()
+            + self.rewards.len()
+            + self.truncation_values.len()
+            + self.bootstrap_values.len();
+        let obs = if self.obs_dtype.is_float() {
+            self.obs.len()
+        } else {
+            0
+        };
+        floats + obs + self.actions.len() + self.terminated.len() + self.truncated.len()
+    }
+}
+
+fn shape_str(shape: &[u64]) -> String {
+    let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// Checks one tensor's presence, dtype, shape and byte length, and takes its bytes.
+fn take_tensor(
+    name: &str,
+    tensor: Option<Tensor>,
+    dtype: DType,
+    shape: &[usize],
+) -> Result<Bytes, Rejection> {
+    let Some(tensor) = tensor else {
+        return Err(Rejection::new(
+            Reason::MissingTensor,
+            format!("{name}: tensor is missing"),
+        ));
+    };
+    let got = tensor
+        .elem_type()
+        .map_err(|err| Rejection::tensor(name, &err))?;
+    if got != dtype {
+        return Err(Rejection::new(
+            Reason::DType,
+            format!("{name}: dtype is {got}, expected {dtype}"),
+        ));
+    }
+    let expected: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    if tensor.shape != expected {
+        return Err(Rejection::new(
+            Reason::Shape,
+            format!(
+                "{name}: shape is {}, expected {}",
+                shape_str(&tensor.shape),
+                shape_str(&expected)
+            ),
+        ));
+    }
+    check_tensor_bytes(dtype, &tensor.shape, tensor.data.len())
+        .map_err(|err| Rejection::tensor(name, &err))?;
+    Ok(tensor.data)
+}
+
+/// The checks that do not read tensor data: protocol version, presence, dtype, shape
+/// and byte length of every tensor, episode statistics. Moves the tensors' bytes into
+/// the returned chunk (no copy). The caller has looked the actor up and passes its
+/// registration; the chunk's `actor_id` is taken as is.
+pub fn check_structure(chunk: Chunk, spec: &ActorSpec) -> Result<ValidChunk, Rejection> {
+    check_protocol(chunk.protocol_version)?;
+    let (t, n) = (spec.chunk_steps, spec.num_envs);
+    let per_step = [t, n];
+    let mut obs_shape = vec![t, n];
+    obs_shape.extend_from_slice(&spec.obs_shape);
+    let (action_dtype, action_shape) = spec.action_shape();
+
+    let obs = take_tensor("obs", chunk.obs, spec.obs_dtype, &obs_shape)?;
+    let actions = take_tensor("actions", chunk.actions, action_dtype, &action_shape)?;
+    let logprobs = take_tensor("logprobs", chunk.logprobs, DType::F32, &per_step)?;
+    let values = take_tensor("values", chunk.values, DType::F32, &per_step)?;
+    let rewards = take_tensor("rewards", chunk.rewards, DType::F32, &per_step)?;
+    let terminated = take_tensor("terminated", chunk.terminated, DType::Bool, &per_step)?;
+    let truncated = take_tensor("truncated", chunk.truncated, DType::Bool, &per_step)?;
+    let truncation_values = take_tensor(
+        "truncation_values",
+        chunk.truncation_values,
+        DType::F32,
+        &per_step,
+    )?;
+    let bootstrap_values =
+        take_tensor("bootstrap_values", chunk.bootstrap_values, DType::F32, &[n])?;
+
+    if chunk.episode_returns.len() != chunk.episode_lengths.len() {
+        return Err(Rejection::new(
+            Reason::EpisodeStats,
+            format!(
+                "{} episode returns but {} episode lengths",
+                chunk.episode_returns.len(),
+                chunk.episode_lengths.len()
+            ),
+        ));
+    }
+    if let Some(i) = chunk.episode_returns.iter().position(|r| !r.is_finite()) {
+        return Err(Rejection::new(
+            Reason::EpisodeStats,
+            format!("episode return {i} is not finite"),
+        ));
+    }
+
+    let payload_bytes = [
+        &obs,
+        &actions,
+        &logprobs,
+        &values,
+        &rewards,
+        &terminated,
+        &truncated,
+        &truncation_values,
+        &bootstrap_values,
+    ]
+    .iter()
+    .map(|b| b.len())
+    .sum();
+    Ok(ValidChunk {
+        actor_id: chunk.actor_id,
+        policy_version: chunk.policy_version,
+        seq: chunk.seq,
+        steps: t,
+        num_envs: n,
+        obs_shape: spec.obs_shape.clone(),
+        obs_dtype: spec.obs_dtype,
+        action: spec.action,
+        obs,
+        actions,
+        logprobs,
+        values,
+        rewards,
+        terminated,
+        truncated,
+        truncation_values,
+        bootstrap_values,
+        episode_returns: chunk.episode_returns,
+        episode_lengths: chunk.episode_lengths,
+        payload_bytes,
+        received_at: Instant::now(),
+    })
+}
+
+/// The protocol version check, shared by every request.
+pub fn check_protocol(version: u32) -> Result<(), Rejection> {
+    if version == PROTOCOL_VERSION {
+        return Ok(());
+    }
+    Err(Rejection::new(
+        Reason::ProtocolVersion,
+        format!(
+            "protocol version {version} is not supported, the learner speaks {PROTOCOL_VERSION}"
+        ),
+    ))
+}
+
+fn finite(name: &str, bytes: &[u8]) -> Result<(), Rejection> {
+    match first_non_finite_f32(bytes) {
+        None => Ok(()),
+        Some(i) => Err(Rejection::new(
+            Reason::NonFinite,
+            format!("{name}: element {i} is not finite"),
+        )),
+    }
+}
+
+fn bools(name: &str, bytes: &[u8]) -> Result<(), Rejection> {
+    match first_non_bool(bytes) {
+        None => Ok(()),
+        Some(i) => Err(Rejection::new(
+            Reason::DType,
+            format!("{name}: bool element {i} is neither 0 nor 1"),
+        )),
+    }
+}
+
+/// The checks that read tensor data: bools are 0 or 1, floats are finite, discrete
+/// actions lie in `[0, n)`. CPU work proportional to the chunk's float and action
+/// bytes (see [`ValidChunk::scan_bytes`]).
+pub fn check_contents(chunk: &ValidChunk) -> Result<(), Rejection> {
+    bools("terminated", &chunk.terminated)?;
+    bools("truncated", &chunk.truncated)?;
+    match chunk.action {
+        ActionSpec::Discrete { n } => {
+            let bad = chunk
+                .actions
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .enumerate()
+                .find(|&(_, a)| a < 0 || a >= i64::from(n));
+            if let Some((i, a)) = bad {
+                return Err(Rejection::new(
+                    Reason::ActionRange,
+                    format!("actions: element {i} is {a}, outside [0, {n})"),
+                ));
+            }
+        }
+        ActionSpec::Continuous { .. } => finite("actions", &chunk.actions)?,
+    }
+    finite("logprobs", &chunk.logprobs)?;
+    finite("values", &chunk.values)?;
+    finite("rewards", &chunk.rewards)?;
+    finite("truncation_values", &chunk.truncation_values)?;
+    finite("bootstrap_values", &chunk.bootstrap_values)?;
+    if chunk.obs_dtype.is_float() {
+        finite("obs", &chunk.obs)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use volley_proto::tensor::{from_slice, from_vec};
+
+    fn spec() -> ActorSpec {
+        ActorSpec {
+            num_envs: 2,
+            chunk_steps: 3,
+            obs_shape: vec![4],
+            obs_dtype: DType::F32,
+            action: ActionSpec::Discrete { n: 5 },
+        }
+    }
+
+    fn good() -> Chunk {
+        let (t, n) = (3, 2);
+        let f = |shape: &[usize]| {
+            let len = shape.iter().product();
+            from_vec(shape, vec![0.5f32; len]).expect("shape")
+        };
+        Chunk {
+            protocol_version: PROTOCOL_VERSION,
+            actor_id: "a".into(),
+            policy_version: 7,
+            seq: 1,
+            obs: Some(f(&[t, n, 4])),
+            actions: Some(from_vec(&[t, n], vec![0i64, 1, 2, 3, 4, 0]).expect("shape")),
+            logprobs: Some(f(&[t, n])),
+            values: Some(f(&[t, n])),
+            rewards: Some(f(&[t, n])),
+            terminated: Some(from_vec(&[t, n], vec![false; 6]).expect("shape")),
+            truncated: Some(from_vec(&[t, n], vec![false; 6]).expect("shape")),
+            truncation_values: Some(f(&[t, n])),
+            bootstrap_values: Some(f(&[n])),
+            episode_returns: vec![1.0],
+            episode_lengths: vec![10],
+        }
+    }
+
+    fn reject(chunk: Chunk) -> Rejection {
+        match check_structure(chunk, &spec()) {
+            Err(r) => r,
+            Ok(valid) => match check_contents(&valid) {
+                Err(r) => r,
+                Ok(()) => panic!("chunk was accepted"),
+            },
+        }
+    }
+
+    #[test]
+    fn a_good_chunk_passes_without_copies() {
+        let chunk = good();
+        let obs_ptr = chunk.obs.as_ref().map(|t| t.data.as_ptr());
+        let valid = check_structure(chunk, &spec()).expect("valid");
+        check_contents(&valid).expect("valid contents");
+        assert_eq!(Some(valid.obs.as_ptr()), obs_ptr);
+        assert_eq!(valid.rows(), 6);
+        assert_eq!(valid.actions_i64(), Some(vec![0, 1, 2, 3, 4, 0]));
+        assert_eq!(valid.rewards_f32(), vec![0.5; 6]);
+        assert_eq!(valid.bootstrap_values_f32().len(), 2);
+        assert_eq!(
+            valid.payload_bytes,
+            24 * 4 + 6 * 8 + 6 * 4 * 4 + 6 * 2 + 2 * 4
+        );
+    }
+
+    #[test]
+    fn each_defect_gets_its_reason() {
+        let mut c = good();
+        c.protocol_version = 0;
+        assert_eq!(reject(c).reason, "protocol_version");
+
+        let mut c = good();
+        c.rewards = None;
+        assert_eq!(reject(c).reason, "missing_tensor");
+
+        let mut c = good();
+        c.obs = Some(from_vec(&[3, 2, 4], vec![0u8; 24]).expect("shape"));
+        let r = reject(c);
+        assert_eq!(
+            (r.reason, r.message.as_str()),
+            ("dtype", "obs: dtype is u8, expected f32")
+        );
+
+        let mut c = good();
+        c.values = Some(from_vec(&[2, 3], vec![0f32; 6]).expect("shape"));
+        let r = reject(c);
+        assert_eq!(r.reason, "shape");
+        assert!(
+            r.message
+                .contains("values: shape is [2, 3], expected [3, 2]"),
+            "{}",
+            r.message
+        );
+
+        let mut c = good();
+        if let Some(t) = c.rewards.as_mut() {
+            t.data = t.data.slice(..t.data.len() - 1);
+        }
+        assert_eq!(reject(c).reason, "byte_length");
+
+        let mut c = good();
+        c.rewards = Some(from_slice(&[3, 2], &[0.0, 1.0, f32::NAN, 0.0, 0.0, 0.0]).expect("shape"));
+        let r = reject(c);
+        assert_eq!(
+            (r.reason, r.message.as_str()),
+            ("non_finite", "rewards: element 2 is not finite")
+        );
+
+        let mut c = good();
+        c.actions = Some(from_vec(&[3, 2], vec![0i64, 1, 5, 0, 0, 0]).expect("shape"));
+        let r = reject(c);
+        assert_eq!(r.reason, "action_range");
+        assert!(r.message.contains("element 2 is 5"), "{}", r.message);
+
+        let mut c = good();
+        c.actions = Some(from_vec(&[3, 2], vec![0i64, -1, 0, 0, 0, 0]).expect("shape"));
+        assert_eq!(reject(c).reason, "action_range");
+
+        let mut c = good();
+        c.terminated = Some(
+            volley_proto::tensor::from_bytes(
+                DType::Bool,
+                &[3, 2],
+                Bytes::from_static(&[0, 0, 0, 2, 0, 0]),
+            )
+            .expect("shape"),
+        );
+        assert_eq!(reject(c).reason, "dtype");
+
+        let mut c = good();
+        c.episode_lengths.clear();
+        assert_eq!(reject(c).reason, "episode_stats");
+    }
+}

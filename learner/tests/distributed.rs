@@ -1,0 +1,376 @@
+//! The distributed path with real processes on loopback: a learner and two actors
+//! train PPO, actors follow advancing weights, an actor killed mid-run does not stop
+//! the learner and rejoins when restarted, bad chunks are refused with the right
+//! status while training goes on, and PPO solves CartPole-v1 within a step budget.
+
+use std::io::{BufRead, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use volley_proto::v1::volley_client::VolleyClient;
+use volley_proto::v1::{Chunk, RegisterRequest};
+use volley_proto::{tensor, PROTOCOL_VERSION};
+
+/// The release or debug folder holding both binaries (next to this test's `deps/`).
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: build it first (cargo build --workspace --bins, as deploy/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A child process killed when dropped, so a failing test leaves nothing behind.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.0.id().to_string())
+            .status();
+    }
+}
+
+struct Run {
+    dir: PathBuf,
+    port: u16,
+    metrics_port: u16,
+    learner: Proc,
+}
+
+fn start_learner(name: &str, extra: &[&str]) -> Run {
+    let dir = std::env::temp_dir().join(format!("volley-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (port, metrics_port) = (free_port(), free_port());
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/ppo_cartpole.toml");
+    let mut args: Vec<String> = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--device".into(),
+        "cpu".into(),
+        format!("learner.listen=127.0.0.1:{port}"),
+        format!("learner.metrics_listen=127.0.0.1:{metrics_port}"),
+        format!("run.dir={}", dir.display()),
+        "run.name=test".into(),
+        "learner.torch_threads=1".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let child = Command::new(bin("volley-learner"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start learner");
+    let run = Run {
+        dir: dir.join("test"),
+        port,
+        metrics_port,
+        learner: Proc(child),
+    };
+    wait_for(Duration::from_secs(60), "learner listening", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    run
+}
+
+fn start_actor(run: &Run, id: &str, metrics_port: u16) -> Proc {
+    let child = Command::new(bin("volley-actor"))
+        .args([
+            "run",
+            "--learner",
+            &format!("127.0.0.1:{}", run.port),
+            "--actor-id",
+            id,
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start actor");
+    Proc(child)
+}
+
+fn wait_for(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Lines of the run's metrics.jsonl.
+fn updates(run: &Run) -> Vec<serde_json::Value> {
+    let Ok(f) = std::fs::File::open(run.dir.join("metrics.jsonl")) else {
+        return Vec::new();
+    };
+    std::io::BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect()
+}
+
+/// The value of an unlabelled metric on a Prometheus endpoint.
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn labelled_metric(port: u16, name: &str, label: &str) -> Option<f64> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn learner_and_actors_train_survive_a_killed_actor_and_refuse_bad_chunks() {
+    let run = start_learner("runtime", &["ppo.batch_steps=512", "run.total_steps=0"]);
+    let (m0, m1) = (free_port(), free_port());
+    let _a0 = start_actor(&run, "actor-0", m0);
+    let a1 = start_actor(&run, "actor-1", m1);
+
+    // Several updates, and both actors follow the advancing weights.
+    wait_for(Duration::from_secs(120), "3 updates", || {
+        updates(&run).len() >= 3
+    });
+    wait_for(Duration::from_secs(60), "actors on weights v2+", || {
+        metric(m0, "volley_weights_version").unwrap_or(0.0) >= 2.0
+            && metric(m1, "volley_weights_version").unwrap_or(0.0) >= 2.0
+    });
+    assert_eq!(
+        metric(run.metrics_port, "volley_connected_actors"),
+        Some(2.0)
+    );
+
+    // Kill one actor hard: the learner keeps training on the other.
+    a1.signal("KILL");
+    drop(a1);
+    let n = updates(&run).len();
+    wait_for(Duration::from_secs(60), "updates after the kill", || {
+        updates(&run).len() >= n + 3
+    });
+    assert!(run_alive(&run), "the learner stopped when an actor died");
+
+    // Bad chunks: each refused with its status while training goes on.
+    let codes = send_bad_chunks(run.port);
+    assert_eq!(
+        codes,
+        vec![
+            ("wrong shape", tonic::Code::InvalidArgument),
+            ("wrong dtype", tonic::Code::InvalidArgument),
+            ("truncated bytes", tonic::Code::InvalidArgument),
+            ("nan reward", tonic::Code::InvalidArgument),
+            ("unknown actor", tonic::Code::FailedPrecondition),
+            ("old protocol", tonic::Code::FailedPrecondition),
+        ]
+    );
+    for reason in [
+        "shape",
+        "dtype",
+        "byte_length",
+        "non_finite",
+        "unknown_actor",
+        "protocol_version",
+    ] {
+        let v = labelled_metric(
+            run.metrics_port,
+            "volley_chunks_rejected_total",
+            &format!("reason=\"{reason}\""),
+        );
+        assert!(v.unwrap_or(0.0) >= 1.0, "no rejection counted for {reason}");
+    }
+    let n = updates(&run).len();
+    wait_for(Duration::from_secs(60), "updates after bad chunks", || {
+        updates(&run).len() >= n + 2
+    });
+
+    // The killed actor comes back under its id and follows the weights again.
+    let m1b = free_port();
+    let _a1 = start_actor(&run, "actor-1", m1b);
+    let v_now = metric(m0, "volley_weights_version").unwrap_or(0.0);
+    wait_for(
+        Duration::from_secs(60),
+        "restarted actor on current weights",
+        || metric(m1b, "volley_weights_version").unwrap_or(0.0) >= v_now + 1.0,
+    );
+    wait_for(Duration::from_secs(30), "two actors connected", || {
+        metric(run.metrics_port, "volley_connected_actors") == Some(2.0)
+    });
+
+    // SIGTERM: the learner stops cleanly and leaves a checkpoint.
+    run.learner.signal("TERM");
+    let mut learner = run.learner;
+    let status = wait_exit(&mut learner.0, Duration::from_secs(30));
+    assert!(status.success(), "learner exit status {status}");
+    assert!(
+        run.dir.join("checkpoints/latest").is_file(),
+        "no final checkpoint"
+    );
+}
+
+fn run_alive(run: &Run) -> bool {
+    TcpStream::connect(("127.0.0.1", run.port)).is_ok()
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "process did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Registers a probe actor and pushes one bad chunk of each kind; returns the codes.
+fn send_bad_chunks(port: u16) -> Vec<(&'static str, tonic::Code)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async move {
+        let mut c = VolleyClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("connect");
+        let reply = c
+            .register(RegisterRequest {
+                protocol_version: PROTOCOL_VERSION,
+                actor_id: "probe".into(),
+                auth_token: String::new(),
+                env_id: String::new(),
+                hostname: None,
+            })
+            .await
+            .expect("register")
+            .into_inner();
+        let (t, n) = (reply.chunk_steps as usize, reply.num_envs as usize);
+        let good = || Chunk {
+            protocol_version: PROTOCOL_VERSION,
+            actor_id: "probe".into(),
+            policy_version: reply.weights_version,
+            seq: 0,
+            obs: Some(tensor::from_vec(&[t, n, 4], vec![0f32; t * n * 4]).expect("obs")),
+            actions: Some(tensor::from_vec(&[t, n], vec![0i64; t * n]).expect("actions")),
+            logprobs: Some(tensor::from_vec(&[t, n], vec![-0.7f32; t * n]).expect("lp")),
+            values: Some(tensor::from_vec(&[t, n], vec![0f32; t * n]).expect("v")),
+            rewards: Some(tensor::from_vec(&[t, n], vec![1f32; t * n]).expect("r")),
+            terminated: Some(tensor::from_vec(&[t, n], vec![false; t * n]).expect("term")),
+            truncated: Some(tensor::from_vec(&[t, n], vec![false; t * n]).expect("trunc")),
+            truncation_values: Some(tensor::from_vec(&[t, n], vec![0f32; t * n]).expect("tv")),
+            bootstrap_values: Some(tensor::from_vec(&[n], vec![0f32; n]).expect("bv")),
+            episode_returns: vec![],
+            episode_lengths: vec![],
+        };
+        let mut cases: Vec<(&'static str, Chunk)> = Vec::new();
+        let mut c1 = good();
+        c1.obs = Some(tensor::from_vec(&[t, n, 5], vec![0f32; t * n * 5]).expect("obs"));
+        cases.push(("wrong shape", c1));
+        let mut c2 = good();
+        c2.rewards = Some(tensor::from_vec(&[t, n], vec![1i32; t * n]).expect("r"));
+        cases.push(("wrong dtype", c2));
+        let mut c3 = good();
+        if let Some(v) = c3.values.as_mut() {
+            v.data = Bytes::copy_from_slice(&v.data[..v.data.len() - 3]);
+        }
+        cases.push(("truncated bytes", c3));
+        let mut c4 = good();
+        let mut r = vec![1f32; t * n];
+        r[3] = f32::NAN;
+        c4.rewards = Some(tensor::from_vec(&[t, n], r).expect("r"));
+        cases.push(("nan reward", c4));
+        let mut c5 = good();
+        c5.actor_id = "nobody".into();
+        cases.push(("unknown actor", c5));
+        let mut c6 = good();
+        c6.protocol_version = 0;
+        cases.push(("old protocol", c6));
+        let mut out = Vec::new();
+        for (what, chunk) in cases {
+            let code = match c.push_chunk(chunk).await {
+                Ok(_) => tonic::Code::Ok,
+                Err(s) => {
+                    assert!(!s.message().is_empty(), "{what}: empty status message");
+                    s.code()
+                }
+            };
+            out.push((what, code));
+        }
+        out
+    })
+}
+
+#[test]
+fn ppo_solves_cartpole_through_the_distributed_path() {
+    // Budget: run.total_steps of ppo_cartpole.toml; the learner stops there.
+    let run = start_learner("cartpole", &["run.return_window=20"]);
+    let _a0 = start_actor(&run, "actor-0", free_port());
+    let _a1 = start_actor(&run, "actor-1", free_port());
+    let start = Instant::now();
+    let solved = loop {
+        let ups = updates(&run);
+        if let Some(u) = ups
+            .iter()
+            .find(|u| u["episode_return_mean"].as_f64().unwrap_or(0.0) >= 475.0)
+        {
+            break Some(u.clone());
+        }
+        if !run_alive(&run) || start.elapsed() > Duration::from_secs(600) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let last = updates(&run).last().cloned();
+    let u = solved.unwrap_or_else(|| panic!("not solved within the budget; last update: {last:?}"));
+    eprintln!(
+        "cartpole solved at {} env steps, {:.0} s: mean return over the last 20 episodes {}",
+        u["steps"],
+        u["time"].as_f64().unwrap_or(0.0),
+        u["episode_return_mean"]
+    );
+}

@@ -1,6 +1,10 @@
 //! volley-actor: runs environments and, in a training run, streams their trajectories
 //! to the learner.
 //!
+//! - [`run`]: `volley-actor run`, the actor of a training run.
+//! - [`client`]: the gRPC client side, with reconnect backoff.
 //! - [`tools`]: the env tools behind `volley-actor envs`, `random` and `bench`.
 
+pub mod client;
+pub mod run;
 pub mod tools;

@@ -20,6 +20,31 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Act for a training run: register with the learner, step envs, stream
+    /// trajectories, follow its weights. Stops cleanly on SIGINT/SIGTERM.
+    Run {
+        /// Learner address, host:port.
+        #[arg(long)]
+        learner: String,
+        /// This actor's id (default: hostname and process id).
+        #[arg(long)]
+        actor_id: Option<String>,
+        /// Token the learner expects (learner.auth_token).
+        #[arg(long, env = "VOLLEY_AUTH_TOKEN", default_value = "")]
+        auth_token: String,
+        /// Where to serve Prometheus metrics (e.g. 0.0.0.0:9101); none if absent.
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
+        /// Env worker threads (default: the run's env.threads).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Torch threads for policy inference.
+        #[arg(long, default_value_t = 1)]
+        inference_threads: usize,
+        /// Seed of the envs (default: derived from the actor id).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// List the env ids, their spaces and Procgen's options.
     Envs {
         /// Print one JSON object instead of a table.
@@ -82,8 +107,47 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
+fn default_actor_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "actor".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// A seed per actor id, so actors of one run explore different trajectories.
+fn seed_of(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Run {
+            learner,
+            actor_id,
+            auth_token,
+            metrics_listen,
+            threads,
+            inference_threads,
+            seed,
+        } => {
+            let actor_id = actor_id.unwrap_or_else(default_actor_id);
+            if let Some(addr) = metrics_listen {
+                volley_common::telemetry::install_exporter(addr).map_err(anyhow::Error::msg)?;
+            }
+            let stop = volley_common::signals::stop_on_signals("volley-actor")?;
+            let opts = volley_actor::run::RunOptions {
+                seed: seed.unwrap_or_else(|| seed_of(&actor_id)),
+                learner,
+                actor_id,
+                auth_token,
+                metrics_listen,
+                threads,
+                inference_threads,
+            };
+            volley_actor::run::run(opts, stop)
+        }
         Command::Envs { json } => {
             let cat = tools::catalogue();
             if json {

@@ -1,0 +1,495 @@
+//! `volley-actor run`: the actor's main loop.
+//!
+//! The env loop runs on the calling thread: batched CPU inference (tch, no_grad) picks
+//! actions, the vector env steps, and every `chunk_steps` steps a chunk goes into a
+//! bounded channel. A tokio runtime beside it carries the network: a sender task that
+//! pushes chunks (the channel's bound plus the one push in flight is the actor's
+//! credit: a slow learner blocks the env loop instead of growing memory) and a weights
+//! task that keeps only the newest weights, which the env loop loads between steps.
+//! Both tasks reconnect and re-register with exponential backoff when the learner goes
+//! away; a stop signal ends the loop, the tasks and the process cleanly.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use metrics::{counter, gauge, histogram};
+use tch::{Device, Kind, Tensor};
+use tokio::sync::mpsc;
+use volley_common::env::{make_vec_env, EnvId, ObsBuf, Space, VecEnv, VecEnvOptions};
+use volley_common::nn::{ModelSpec, Policy};
+use volley_common::telemetry as t;
+use volley_proto::v1::{Chunk, RegisterReply, RegisterRequest};
+use volley_proto::{tensor, PROTOCOL_VERSION};
+
+use crate::client::{Backoff, Client};
+
+/// Settings of `volley-actor run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Learner address, `host:port`.
+    pub learner: String,
+    pub actor_id: String,
+    pub auth_token: String,
+    pub metrics_listen: Option<SocketAddr>,
+    /// Override the run's env threads (the env count is the run's: it fixes the
+    /// shape of every chunk).
+    pub threads: Option<usize>,
+    /// Torch threads for inference.
+    pub inference_threads: usize,
+    pub seed: u64,
+}
+
+/// The newest weights received, taken by the env loop between steps.
+type Latest = Arc<Mutex<Option<(u64, Bytes)>>>;
+
+/// Runs until `stop` is set. Returns an error only for problems retrying cannot fix
+/// (bad config from the learner, a rejected registration).
+pub fn run(opts: RunOptions, stop: Arc<AtomicBool>) -> Result<()> {
+    tch::set_num_threads(opts.inference_threads.max(1) as i32);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("volley-actor-net")
+        .build()
+        .context("cannot start the network runtime")?;
+    let request = RegisterRequest {
+        protocol_version: PROTOCOL_VERSION,
+        actor_id: opts.actor_id.clone(),
+        auth_token: opts.auth_token.clone(),
+        env_id: String::new(),
+        hostname: None,
+    };
+    let Some((client, reply)) = rt.block_on(connect(&opts.learner, &request, &stop, false))? else {
+        return Ok(());
+    };
+    eprintln!(
+        "volley-actor: {} registered with {} (run {}, {} on {}, weights v{})",
+        opts.actor_id,
+        opts.learner,
+        reply.run_id,
+        reply.algorithm,
+        reply.env_id,
+        reply.weights_version
+    );
+    let env_id: EnvId = reply
+        .env_id
+        .parse()
+        .context("the learner sent an env id this actor cannot run")?;
+    let num_envs = (reply.num_envs as usize).max(1);
+    let threads = opts.threads.unwrap_or(reply.env_threads as usize).max(1);
+    let steps = (reply.chunk_steps as usize).max(1);
+    let mut env = make_vec_env(&env_id, VecEnvOptions { num_envs, threads })?;
+    let spec: ModelSpec = serde_json::from_str(&reply.model_spec_json)
+        .context("the learner sent a model spec this actor cannot read")?;
+    let mut policy = Policy::new(spec, Device::Cpu).context("cannot build the policy")?;
+
+    let latest: Latest = Arc::new(Mutex::new(None));
+    let version = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::channel::<Chunk>((reply.max_inflight as usize).saturating_sub(1).max(1));
+    // The network tasks watch the user's stop flag too: while the learner is away they
+    // sit in reconnect loops, and a stop must end those (the env loop may be blocked
+    // handing them a chunk).
+    let net_stop = Arc::clone(&stop);
+    let weights_task = rt.spawn(weights_loop(
+        opts.learner.clone(),
+        request.clone(),
+        client.clone(),
+        Arc::clone(&latest),
+        Arc::clone(&version),
+        Arc::clone(&net_stop),
+    ));
+    let sender_task = rt.spawn(sender_loop(
+        opts.learner.clone(),
+        request.clone(),
+        client,
+        rx,
+        Arc::clone(&net_stop),
+    ));
+
+    let result = env_loop(
+        &mut *env,
+        &mut policy,
+        &latest,
+        &version,
+        &tx,
+        steps,
+        &env_id,
+        &opts,
+        &stop,
+    );
+    // Let the sender deliver what is queued (bounded by the timeout below).
+    drop(tx);
+    stop.store(true, Ordering::SeqCst);
+    rt.block_on(async {
+        let _ = tokio::time::timeout(Duration::from_secs(5), sender_task).await;
+        weights_task.abort();
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
+}
+
+/// Connects and registers, retrying with backoff while the learner is unreachable.
+/// `Ok(None)`: stopped before a connection was made.
+async fn connect(
+    addr: &str,
+    request: &RegisterRequest,
+    stop: &AtomicBool,
+    reconnect: bool,
+) -> Result<Option<(Client, RegisterReply)>> {
+    let mut backoff = Backoff::new();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        match Client::connect(addr).await {
+            Ok(client) => match client.register(request.clone()).await {
+                Ok(reply) => {
+                    if reconnect {
+                        counter!(t::RECONNECTS).increment(1);
+                    }
+                    return Ok(Some((client, reply)));
+                }
+                Err(e) if !e.is_retryable() => bail!("the learner refused registration: {e}"),
+                Err(e) => eprintln!("volley-actor: register with {addr} failed: {e}; retrying"),
+            },
+            Err(e) => {
+                if !reconnect {
+                    eprintln!("volley-actor: cannot reach the learner at {addr}: {e}; retrying");
+                }
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+async fn sender_loop(
+    addr: String,
+    request: RegisterRequest,
+    mut client: Client,
+    mut rx: mpsc::Receiver<Chunk>,
+    stop: Arc<AtomicBool>,
+) {
+    while let Some(chunk) = rx.recv().await {
+        let bytes = chunk_bytes(&chunk);
+        loop {
+            match client.push(chunk.clone()).await {
+                Ok(_) => {
+                    counter!(t::CHUNKS_SENT).increment(1);
+                    counter!(t::BYTES_OUT).increment(bytes);
+                    break;
+                }
+                Err(e) if e.is_retryable() => {
+                    eprintln!("volley-actor: lost the learner ({e}); reconnecting");
+                    match connect(&addr, &request, &stop, true).await {
+                        Ok(Some((c, _))) => client = c,
+                        _ => return,
+                    }
+                }
+                Err(e) => {
+                    // The learner judged this chunk invalid: keep going with the next.
+                    eprintln!("volley-actor: chunk {} rejected: {e}", chunk.seq);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn chunk_bytes(c: &Chunk) -> u64 {
+    [
+        &c.obs,
+        &c.actions,
+        &c.logprobs,
+        &c.values,
+        &c.rewards,
+        &c.terminated,
+        &c.truncated,
+        &c.truncation_values,
+        &c.bootstrap_values,
+    ]
+    .iter()
+    .map(|t| t.as_ref().map_or(0, |t| t.data.len() as u64))
+    .sum()
+}
+
+async fn weights_loop(
+    addr: String,
+    request: RegisterRequest,
+    mut client: Client,
+    latest: Latest,
+    version: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
+    loop {
+        let have = version.load(Ordering::SeqCst);
+        match client.subscribe_weights(&request.actor_id, have).await {
+            Ok(mut stream) => {
+                // Ends when the learner goes away or closes the stream.
+                while let Ok(Some(w)) = stream.message().await {
+                    counter!(t::BYTES_IN).increment(w.data.len() as u64);
+                    if let Ok(mut l) = latest.lock() {
+                        *l = Some((w.version, w.data));
+                    }
+                }
+            }
+            Err(e) => eprintln!("volley-actor: weights subscription failed: {e}"),
+        }
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match connect(&addr, &request, &stop, true).await {
+            Ok(Some((c, _))) => client = c,
+            _ => return,
+        }
+    }
+}
+
+/// Preallocated buffers of one chunk, time-major.
+struct ChunkBuf {
+    obs_u8: Vec<u8>,
+    obs_f32: Vec<f32>,
+    actions_i64: Vec<i64>,
+    actions_f32: Vec<f32>,
+    logprobs: Vec<f32>,
+    values: Vec<f32>,
+    rewards: Vec<f32>,
+    terminated: Vec<bool>,
+    truncated: Vec<bool>,
+    truncation_values: Vec<f32>,
+    episode_returns: Vec<f32>,
+    episode_lengths: Vec<u32>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn env_loop(
+    env: &mut dyn VecEnv,
+    policy: &mut Policy,
+    latest: &Latest,
+    version: &AtomicU64,
+    tx: &mpsc::Sender<Chunk>,
+    steps: usize,
+    env_id: &EnvId,
+    opts: &RunOptions,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let n = env.num_envs();
+    let obs_space = env.observation_space().clone();
+    let obs_shape: Vec<i64> = match &obs_space {
+        Space::Image {
+            height,
+            width,
+            channels,
+        } => vec![*height as i64, *width as i64, *channels as i64],
+        s => vec![s.flat_len() as i64],
+    };
+    let obs_len = obs_space.flat_len();
+    let act_space = env.action_space().clone();
+    let act_dim = match &act_space {
+        Space::Discrete { .. } => 0,
+        s => s.flat_len(),
+    };
+    let env_label = env_id.to_string();
+    let (low, high) = match &act_space {
+        Space::Box { low, high, .. } => (low.clone(), high.clone()),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let mut clipped = vec![0f32; n * act_dim];
+
+    // Wait for the first weights, so the first chunk is acted by a known version.
+    let wait = Instant::now();
+    while !load_latest(policy, latest, version)? {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if wait.elapsed() > Duration::from_secs(60) {
+            bail!("no weights from the learner after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    env.reset(opts.seed)?;
+    let mut seq = 0u64;
+    let mut env_steps = 0u64;
+    let mut last_rate = (Instant::now(), 0u64);
+    while !stop.load(Ordering::SeqCst) {
+        let mut buf = ChunkBuf {
+            obs_u8: Vec::with_capacity(if matches!(obs_space, Space::Image { .. }) {
+                steps * n * obs_len
+            } else {
+                0
+            }),
+            obs_f32: Vec::with_capacity(if matches!(obs_space, Space::Image { .. }) {
+                0
+            } else {
+                steps * n * obs_len
+            }),
+            actions_i64: Vec::with_capacity(steps * n),
+            actions_f32: Vec::with_capacity(steps * n * act_dim),
+            logprobs: Vec::with_capacity(steps * n),
+            values: Vec::with_capacity(steps * n),
+            rewards: Vec::with_capacity(steps * n),
+            terminated: Vec::with_capacity(steps * n),
+            truncated: Vec::with_capacity(steps * n),
+            truncation_values: Vec::with_capacity(steps * n),
+            episode_returns: Vec::new(),
+            episode_lengths: Vec::new(),
+        };
+        // The version that acts on this whole chunk: weights change only between chunks
+        // would waste freshness; between steps is allowed, so record the oldest.
+        let chunk_version = version.load(Ordering::SeqCst);
+        for _ in 0..steps {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let obs = obs_tensor(&env.batch().obs, n, &obs_shape);
+            match &env.batch().obs {
+                ObsBuf::U8(v) => buf.obs_u8.extend_from_slice(v),
+                ObsBuf::F32(v) => buf.obs_f32.extend_from_slice(v),
+            }
+            let t0 = Instant::now();
+            let act = policy.act(&obs)?;
+            histogram!(t::INFERENCE_LATENCY).record(t0.elapsed().as_secs_f64());
+            buf.logprobs.extend(f32_vec(&act.logprob));
+            buf.values.extend(f32_vec(&act.value));
+            let batch = if act_dim == 0 {
+                let a: Vec<i64> =
+                    Vec::<i64>::try_from(act.action.to_kind(Kind::Int64).flatten(0, -1))
+                        .context("cannot read actions")?;
+                buf.actions_i64.extend_from_slice(&a);
+                env.step(volley_common::env::Actions::Discrete(&a))?
+            } else {
+                // The chunk keeps the sampled action (its log-prob is the behaviour's);
+                // the env gets it clipped to the action bounds.
+                let a = f32_vec(&act.action);
+                buf.actions_f32.extend_from_slice(&a);
+                for (j, (c, raw)) in clipped.iter_mut().zip(&a).enumerate() {
+                    *c = raw.clamp(low[j % act_dim], high[j % act_dim]);
+                }
+                env.step(volley_common::env::Actions::Continuous(&clipped))?
+            };
+            buf.rewards.extend_from_slice(&batch.reward);
+            buf.terminated.extend_from_slice(&batch.terminated);
+            buf.truncated.extend_from_slice(&batch.truncated);
+            let mut tv = vec![0f32; n];
+            if batch.has_final_obs && batch.truncated.iter().any(|&x| x) {
+                let fin = obs_tensor(&batch.final_obs, n, &obs_shape);
+                let v = f32_vec(&tch::no_grad(|| policy.value(&fin))?);
+                for i in 0..n {
+                    if batch.truncated[i] {
+                        tv[i] = v[i];
+                    }
+                }
+            }
+            buf.truncation_values.extend_from_slice(&tv);
+            for (_, ret, len) in batch.finished_episodes() {
+                buf.episode_returns.push(ret);
+                buf.episode_lengths.push(len);
+                histogram!(t::EPISODE_RETURN, "env" => env_label.clone()).record(f64::from(ret));
+                histogram!(t::EPISODE_LENGTH, "env" => env_label.clone()).record(f64::from(len));
+            }
+            env_steps += n as u64;
+            counter!(t::ENV_STEPS).increment(n as u64);
+            // New weights between steps, without waiting for them.
+            load_latest(policy, latest, version)?;
+        }
+        let obs = obs_tensor(&env.batch().obs, n, &obs_shape);
+        let bootstrap = f32_vec(&tch::no_grad(|| policy.value(&obs))?);
+        let chunk = build_chunk(
+            buf,
+            bootstrap,
+            &opts.actor_id,
+            chunk_version,
+            seq,
+            steps,
+            n,
+            &obs_shape,
+            act_dim,
+        )?;
+        seq += 1;
+        // Blocks while the learner is slow or away: that is the backpressure.
+        if tx.blocking_send(chunk).is_err() {
+            break;
+        }
+        let (t_last, s_last) = last_rate;
+        let dt = t_last.elapsed().as_secs_f64();
+        if dt >= 1.0 {
+            gauge!(t::ENV_STEPS_PER_SEC).set((env_steps - s_last) as f64 / dt);
+            last_rate = (Instant::now(), env_steps);
+        }
+    }
+    Ok(())
+}
+
+/// Loads the newest received weights, if any arrived since the last call.
+fn load_latest(policy: &mut Policy, latest: &Latest, version: &AtomicU64) -> Result<bool> {
+    let next = latest.lock().ok().and_then(|mut l| l.take());
+    let Some((v, data)) = next else {
+        return Ok(version.load(Ordering::SeqCst) > 0);
+    };
+    policy
+        .load_bytes(&data)
+        .context("the learner sent weights that do not fit the model")?;
+    version.store(v, Ordering::SeqCst);
+    gauge!(t::WEIGHTS_VERSION).set(v as f64);
+    Ok(true)
+}
+
+fn obs_tensor(obs: &ObsBuf, n: usize, shape: &[i64]) -> Tensor {
+    let mut dims = vec![n as i64];
+    dims.extend_from_slice(shape);
+    match obs {
+        ObsBuf::U8(v) => Tensor::from_slice(v).view(dims.as_slice()),
+        ObsBuf::F32(v) => Tensor::from_slice(v).view(dims.as_slice()),
+    }
+}
+
+fn f32_vec(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap_or_default()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_chunk(
+    b: ChunkBuf,
+    bootstrap: Vec<f32>,
+    actor_id: &str,
+    policy_version: u64,
+    seq: u64,
+    steps: usize,
+    n: usize,
+    obs_shape: &[i64],
+    act_dim: usize,
+) -> Result<Chunk> {
+    let mut obs_dims = vec![steps, n];
+    obs_dims.extend(obs_shape.iter().map(|&d| d as usize));
+    let tn = [steps, n];
+    let obs = if b.obs_u8.is_empty() {
+        tensor::from_vec(&obs_dims, b.obs_f32)?
+    } else {
+        tensor::from_vec(&obs_dims, b.obs_u8)?
+    };
+    let actions = if act_dim == 0 {
+        tensor::from_vec(&tn, b.actions_i64)?
+    } else {
+        tensor::from_vec(&[steps, n, act_dim], b.actions_f32)?
+    };
+    Ok(Chunk {
+        protocol_version: PROTOCOL_VERSION,
+        actor_id: actor_id.to_string(),
+        policy_version,
+        seq,
+        obs: Some(obs),
+        actions: Some(actions),
+        logprobs: Some(tensor::from_vec(&tn, b.logprobs)?),
+        values: Some(tensor::from_vec(&tn, b.values)?),
+        rewards: Some(tensor::from_vec(&tn, b.rewards)?),
+        terminated: Some(tensor::from_vec(&tn, b.terminated)?),
+        truncated: Some(tensor::from_vec(&tn, b.truncated)?),
+        truncation_values: Some(tensor::from_vec(&tn, b.truncation_values)?),
+        bootstrap_values: Some(tensor::from_vec(&[n], bootstrap)?),
+        episode_returns: b.episode_returns,
+        episode_lengths: b.episode_lengths,
+    })
+}

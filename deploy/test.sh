@@ -6,4 +6,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 deploy/setup.sh
+# The process tests start the built binaries.
+cargo build --workspace --release --bins
 cargo test --workspace --release "$@"

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Trains on this machine: one learner and N actors.
+#
+#   deploy/local.sh [--actors N] [--config FILE] [key=value ...]
+#
+# Defaults: 2 actors, configs/ppo_procgen.toml (PPO on procgen:starpilot, easy).
+# key=value pairs override the config (ppo.lr=3e-4 env.id=procgen:bigfish ...).
+# Installs the native stack if missing, builds in release, starts everything, prints
+# the run directory and the metrics addresses, and on Ctrl-C or SIGTERM stops every
+# process it started. Environment: VOLLEY_PORT (gRPC, default 50051) and
+# VOLLEY_METRICS_PORT (learner metrics, default 9100; actor i uses that + 1 + i).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+actors=2
+config=configs/ppo_procgen.toml
+overrides=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --actors) actors="${2:?--actors needs a number}"; shift 2 ;;
+    --actors=*) actors="${1#*=}"; shift ;;
+    --config) config="${2:?--config needs a file}"; shift 2 ;;
+    --config=*) config="${1#*=}"; shift ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *=*) overrides+=("$1"); shift ;;
+    *) echo "deploy/local.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+case "$actors" in ''|*[!0-9]*) echo "deploy/local.sh: --actors must be a number, got '$actors'" >&2; exit 2 ;; esac
+[ -f "$config" ] || { echo "deploy/local.sh: config file '$config' not found" >&2; exit 2; }
+
+port="${VOLLEY_PORT:-50051}"
+metrics_port="${VOLLEY_METRICS_PORT:-9100}"
+
+deploy/setup.sh
+echo "local: building volley in release mode"
+cargo build --release -q -p volley-learner -p volley-actor
+
+run_name=""
+for o in "${overrides[@]+"${overrides[@]}"}"; do
+  case "$o" in run.name=*) run_name="${o#run.name=}" ;; esac
+done
+if [ -z "$run_name" ]; then
+  run_name="$(basename "$config" .toml)-$(date +%Y%m%d-%H%M%S)"
+  overrides+=("run.name=$run_name")
+fi
+run_parent="runs"
+for o in "${overrides[@]}"; do
+  case "$o" in run.dir=*) run_parent="${o#run.dir=}" ;; esac
+done
+run_dir="$run_parent/$run_name"
+
+pids=()
+stopping=0
+stop_all() {
+  [ "$stopping" = 1 ] && return
+  stopping=1
+  echo
+  echo "local: stopping ${#pids[@]} processes"
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 100); do
+    alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
+trap 'stop_all' EXIT
+
+target/release/volley-learner --config "$config" \
+  "learner.listen=127.0.0.1:$port" "learner.metrics_listen=127.0.0.1:$metrics_port" \
+  "${overrides[@]}" &
+learner=$!
+pids+=("$learner")
+
+# Wait until the learner accepts connections (or died).
+for _ in $(seq 1 600); do
+  kill -0 "$learner" 2>/dev/null || { echo "local: the learner exited; see its output above" >&2; exit 1; }
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+
+mkdir -p "$run_dir/logs"
+for i in $(seq 0 $((actors - 1))); do
+  target/release/volley-actor run --learner "127.0.0.1:$port" --actor-id "actor-$i" \
+    --metrics-listen "127.0.0.1:$((metrics_port + 1 + i))" >"$run_dir/logs/actor-$i.log" 2>&1 &
+  pids+=("$!")
+done
+
+echo "local: run directory $run_dir (config.toml, metrics.jsonl, checkpoints/, logs/)"
+echo "local: learner metrics http://127.0.0.1:$metrics_port/metrics"
+for i in $(seq 0 $((actors - 1))); do
+  echo "local: actor-$i metrics http://127.0.0.1:$((metrics_port + 1 + i))/metrics (log $run_dir/logs/actor-$i.log)"
+done
+echo "local: Ctrl-C stops everything"
+
+# The run ends when the learner does (step budget reached) or on a signal.
+set +e
+wait "$learner"
+rc=$?
+set -e
+pids=("${pids[@]:1}")
+stop_all
+exit "$rc"

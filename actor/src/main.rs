@@ -44,6 +44,9 @@ enum Command {
         /// Seed of the envs (default: derived from the actor id).
         #[arg(long)]
         seed: Option<u64>,
+        /// Build chunks but never send them (benchmark baseline for the transport).
+        #[arg(long)]
+        no_send: bool,
     },
     /// List the env ids, their spaces and Procgen's options.
     Envs {
@@ -131,6 +134,7 @@ fn run(cli: Cli) -> Result<()> {
             threads,
             inference_threads,
             seed,
+            no_send,
         } => {
             let actor_id = actor_id.unwrap_or_else(default_actor_id);
             if let Some(addr) = metrics_listen {
@@ -145,6 +149,7 @@ fn run(cli: Cli) -> Result<()> {
                 metrics_listen,
                 threads,
                 inference_threads,
+                no_send,
             };
             volley_actor::run::run(opts, stop)
         }

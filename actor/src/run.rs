@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub threads: Option<usize>,
     /// Torch threads for inference.
     pub inference_threads: usize,
+    /// Build chunks but do not send them: the baseline of the transport benchmark.
+    pub no_send: bool,
     pub seed: u64,
 }
 
@@ -410,7 +412,9 @@ fn env_loop(
         )?;
         seq += 1;
         // Blocks while the learner is slow or away: that is the backpressure.
-        if tx.blocking_send(chunk).is_err() {
+        if opts.no_send {
+            drop(chunk);
+        } else if tx.blocking_send(chunk).is_err() {
             break;
         }
         let (t_last, s_last) = last_rate;

@@ -129,6 +129,8 @@ pub struct LearnerSection {
     pub auth_token: String,
     /// Torch intra-op threads on CPU (0: torch's default).
     pub torch_threads: usize,
+    /// Take chunks and train on nothing: a transport benchmark's learner.
+    pub ingest_only: bool,
 }
 
 impl Default for LearnerSection {
@@ -140,6 +142,7 @@ impl Default for LearnerSection {
             queue_chunks: 16,
             auth_token: String::new(),
             torch_threads: 0,
+            ingest_only: false,
         }
     }
 }

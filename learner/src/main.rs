@@ -318,8 +318,8 @@ fn status_printer(
             s.actors = service.connected_actors();
             let ret = s.return_mean.map_or("-".to_string(), |r| format!("{r:.2}"));
             let line = format!(
-                "steps {} | fps {:.0} | return {} | updates {} | weights v{} | actors {} | dropped {}",
-                s.steps, s.fps, ret, s.updates, s.version, s.actors, s.dropped
+                "steps {} trained, {} received | fps {:.0} | return {} | updates {} | weights v{} | actors {} | dropped {}",
+                s.steps, s.received, s.fps, ret, s.updates, s.version, s.actors, s.dropped
             );
             if tty {
                 eprint!("\r\x1b[2K{line}");

@@ -27,7 +27,10 @@ use crate::validate::ValidChunk;
 /// What the console status line shows, shared with the status thread.
 #[derive(Debug, Default, Clone)]
 pub struct Status {
+    /// Env steps trained on.
     pub steps: u64,
+    /// Env steps received in valid chunks (trained, pending or dropped).
+    pub received: u64,
     pub fps: f64,
     pub return_mean: Option<f64>,
     pub updates: u64,
@@ -133,6 +136,9 @@ impl Trainer {
     /// writes a final checkpoint.
     pub fn run(mut self, mut rx: mpsc::Receiver<ValidChunk>, stop: Arc<AtomicBool>) -> Result<()> {
         self.publish();
+        if self.cfg.learner.ingest_only {
+            return self.drain(rx, stop);
+        }
         let total = self.cfg.run.total_steps;
         while !stop.load(Ordering::SeqCst) {
             let Some(chunk) = rx.blocking_recv() else {
@@ -153,7 +159,25 @@ impl Trainer {
         Ok(())
     }
 
+    /// `learner.ingest_only`: takes chunks off the queue and counts them, trains on
+    /// nothing. For measuring what the transport costs an actor.
+    fn drain(&self, mut rx: mpsc::Receiver<ValidChunk>, stop: Arc<AtomicBool>) -> Result<()> {
+        while !stop.load(Ordering::SeqCst) {
+            let Some(c) = rx.blocking_recv() else {
+                break;
+            };
+            gauge!(t::QUEUE_DEPTH).set(rx.len() as f64);
+            if let Ok(mut s) = self.status.lock() {
+                s.received += (c.steps * c.num_envs) as u64;
+            }
+        }
+        Ok(())
+    }
+
     fn ingest(&mut self, c: ValidChunk) -> Result<()> {
+        if let Ok(mut s) = self.status.lock() {
+            s.received += (c.steps * c.num_envs) as u64;
+        }
         let lag = self.counters.version.saturating_sub(c.policy_version);
         histogram!(t::POLICY_LAG).record(lag as f64);
         if lag > self.cfg.rollout.max_policy_lag {

@@ -213,3 +213,40 @@ impl RunConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn shipped_configs_parse_and_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        for name in ["ppo_procgen.toml", "ppo_mujoco.toml", "ppo_cartpole.toml"] {
+            let cfg: RunConfig = volley_common::config::load(Some(&dir.join(name)), &[])
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            cfg.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(cfg.algorithm, Algorithm::Ppo);
+        }
+    }
+
+    #[test]
+    fn overrides_apply_and_unknown_keys_are_named() {
+        let o = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cfg: RunConfig =
+            volley_common::config::load(None, &o(&["ppo.lr=3e-4", "env.id=procgen:bigfish"]))
+                .unwrap();
+        assert_eq!(cfg.ppo.lr, 3e-4);
+        assert_eq!(cfg.env.id, "procgen:bigfish");
+        let e = volley_common::config::load::<RunConfig>(None, &o(&["ppo.learning_rate=1"]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "unknown config key 'ppo.learning_rate'");
+        let e = volley_common::config::load::<RunConfig>(None, &o(&["envs.id=x"]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "unknown config key 'envs'");
+        let bad: RunConfig = volley_common::config::load(None, &o(&["env.id=Hopper-v9"])).unwrap();
+        assert!(bad.validate().unwrap_err().contains("unknown env id"));
+    }
+}

@@ -129,7 +129,11 @@ fn wait_for(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
 
 /// Lines of the run's metrics.jsonl.
 fn updates(run: &Run) -> Vec<serde_json::Value> {
-    let Ok(f) = std::fs::File::open(run.dir.join("metrics.jsonl")) else {
+    updates_in(&run.dir)
+}
+
+fn updates_in(dir: &Path) -> Vec<serde_json::Value> {
+    let Ok(f) = std::fs::File::open(dir.join("metrics.jsonl")) else {
         return Vec::new();
     };
     std::io::BufReader::new(f)
@@ -373,4 +377,73 @@ fn ppo_solves_cartpole_through_the_distributed_path() {
         u["time"].as_f64().unwrap_or(0.0),
         u["episode_return_mean"]
     );
+}
+
+#[test]
+fn a_stopped_run_resumes_from_its_checkpoint() {
+    let run = start_learner(
+        "resume",
+        &[
+            "ppo.batch_steps=512",
+            "run.total_steps=0",
+            "run.checkpoint_every=2",
+        ],
+    );
+    let actor = start_actor(&run, "actor-0", free_port());
+    wait_for(Duration::from_secs(120), "4 updates", || {
+        updates(&run).len() >= 4
+    });
+    run.learner.signal("TERM");
+    let dir = run.dir.clone();
+    let mut learner = run.learner;
+    assert!(wait_exit(&mut learner.0, Duration::from_secs(30)).success());
+    drop(actor);
+    let before = updates_in(&dir);
+    let last = before.last().cloned().expect("updates before the stop");
+    let (steps, version) = (
+        last["steps"].as_u64().unwrap_or(0),
+        last["weights_version"].as_u64().unwrap_or(0),
+    );
+
+    // --resume: same run directory, counters and weights version carry on.
+    let (port, metrics_port) = (free_port(), free_port());
+    let child = Command::new(bin("volley-learner"))
+        .args([
+            "--resume",
+            &dir.display().to_string(),
+            &format!("learner.listen=127.0.0.1:{port}"),
+            &format!("learner.metrics_listen=127.0.0.1:{metrics_port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("resume learner");
+    let resumed = Run {
+        dir,
+        port,
+        metrics_port,
+        learner: Proc(child),
+    };
+    wait_for(Duration::from_secs(60), "resumed learner listening", || {
+        run_alive(&resumed)
+    });
+    assert_eq!(
+        metric(metrics_port, "volley_weights_version"),
+        Some(version as f64)
+    );
+    let _actor = start_actor(&resumed, "actor-0", free_port());
+    let n = before.len();
+    wait_for(Duration::from_secs(120), "updates after resuming", || {
+        updates(&resumed).len() >= n + 2
+    });
+    let next = &updates(&resumed)[n];
+    assert_eq!(
+        next["update"].as_u64(),
+        Some(last["update"].as_u64().unwrap_or(0) + 1)
+    );
+    assert!(
+        next["steps"].as_u64().unwrap_or(0) > steps,
+        "steps restarted from zero: {next}"
+    );
+    assert_eq!(next["weights_version"].as_u64(), Some(version + 1));
 }

@@ -8,12 +8,17 @@
 //!   evaluation for the loss, and its weights as bytes;
 //! - [`adam`]: [`Adam`] on plain tensors, with per-step learning rate, global grad-norm
 //!   clipping and a saveable state;
+//! - [`sac`]: the SAC actor (squashed Gaussian) and Q networks, [`sac::SacSpec`] and
+//!   the Polyak target update (Haarnoja et al. 2018);
 //! - [`init`]: orthogonal initialisation (Saxe et al. 2014) as `torch.nn.init.orthogonal_`.
 
 pub mod adam;
 pub mod init;
+pub mod mpdqn;
 pub mod policy;
+pub mod sac;
 pub mod spec;
+pub mod weights;
 
 pub use adam::{clip_grad_norm, Adam, AdamConfig};
 pub use policy::{Act, Policy};

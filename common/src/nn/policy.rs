@@ -25,10 +25,9 @@ use tch::{Device, Kind, Tensor};
 
 use super::init::{orthogonal, GAIN_ACTOR, GAIN_CRITIC, GAIN_HIDDEN};
 use super::spec::{ActionHead, ModelKind, ModelSpec};
-use super::{append_f32, tensor_from_f32_le, NnError, NnResult, Reader};
+use super::{weights, NnError, NnResult};
 
 const WEIGHTS_MAGIC: &[u8; 4] = b"VLYW";
-const WEIGHTS_VERSION: u32 = 1;
 /// ln(2 pi) / 2, for Gaussian log-densities.
 const HALF_LOG_2PI: f64 = 0.918_938_533_204_672_7;
 
@@ -518,110 +517,17 @@ impl Policy {
         Ok(self.forward(obs)?.1)
     }
 
-    /// Every variable as bytes (format in the module docs). One device-to-host copy.
-    /// Panics only if libtorch cannot copy its own tensors to the host.
+    /// Every variable as bytes (format in [`super::weights`]). One device-to-host copy.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let _guard = tch::no_grad_guard();
-        let mut out = Vec::with_capacity(64 + self.vars.len() * 64 + 4 * self.num_params());
-        out.extend_from_slice(WEIGHTS_MAGIC);
-        out.extend_from_slice(&WEIGHTS_VERSION.to_le_bytes());
-        out.extend_from_slice(&(self.vars.len() as u32).to_le_bytes());
-        for (name, t) in &self.vars {
-            out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-            out.extend_from_slice(name.as_bytes());
-            let size = t.size();
-            out.extend_from_slice(&(size.len() as u32).to_le_bytes());
-            for d in size {
-                out.extend_from_slice(&(d as u64).to_le_bytes());
-            }
-        }
-        out.extend_from_slice(&(self.num_params() as u64).to_le_bytes());
-        let flat: Vec<Tensor> = self.vars.iter().map(|(_, t)| t.view(-1)).collect();
-        append_f32(&Tensor::cat(&flat, 0), &mut out);
-        out
+        weights::encode(WEIGHTS_MAGIC, &self.vars)
     }
 
     /// Replaces every variable with the values in `bytes` (from [`Policy::to_bytes`] of
     /// a policy with the same spec). Checks the format, names, shapes, length and that
     /// every value is finite before changing anything: on error the policy is unchanged.
     pub fn load_bytes(&mut self, bytes: &[u8]) -> NnResult<()> {
-        let shapes = self.variable_shapes();
-        let data = check_header(bytes, &shapes).map_err(NnError::BadWeights)?;
-        let total = self.num_params();
-        let _guard = tch::no_grad_guard();
-        let flat = tensor_from_f32_le(data, &[total as i64], self.device())?;
-        if !bool::try_from(flat.f_isfinite()?.f_all()?)? {
-            return Err(NnError::BadWeights(
-                "weights contain NaN or infinity".into(),
-            ));
-        }
-        let mut off = 0i64;
-        for (_, t) in &mut self.vars {
-            let n = t.numel() as i64;
-            let src = flat.f_narrow(0, off, n)?.f_view(t.size().as_slice())?;
-            t.f_copy_(&src)?;
-            off += n;
-        }
-        Ok(())
+        weights::decode_into(WEIGHTS_MAGIC, bytes, &mut self.vars)
     }
-}
-
-/// Parses the header of a weights blob against the expected variables; returns the data
-/// section (exactly 4 bytes per parameter).
-fn check_header<'a>(bytes: &'a [u8], shapes: &[(String, Vec<i64>)]) -> Result<&'a [u8], String> {
-    let mut r = Reader::new(bytes);
-    if r.take(4, "magic")? != WEIGHTS_MAGIC {
-        return Err("not a volley weights blob (bad magic)".into());
-    }
-    let version = r.u32("version")?;
-    if version != WEIGHTS_VERSION {
-        return Err(format!(
-            "weights format version {version}, this build reads {WEIGHTS_VERSION}"
-        ));
-    }
-    let count = r.u32("variable count")? as usize;
-    if count != shapes.len() {
-        return Err(format!("{count} variables, the model has {}", shapes.len()));
-    }
-    let mut total: u64 = 0;
-    for (i, (name, shape)) in shapes.iter().enumerate() {
-        let len = r.u32("name length")? as usize;
-        let got = r.take(len, "name")?;
-        if got != name.as_bytes() {
-            return Err(format!(
-                "variable {i} is '{}', the model's is '{name}'",
-                String::from_utf8_lossy(got)
-            ));
-        }
-        let ndim = r.u32("rank")? as usize;
-        if ndim != shape.len() {
-            return Err(format!(
-                "variable '{name}' has rank {ndim}, the model's has shape {shape:?}"
-            ));
-        }
-        let mut dims = Vec::with_capacity(ndim);
-        for _ in 0..ndim {
-            dims.push(r.u64("dimension")?);
-        }
-        if dims.iter().zip(shape).any(|(&a, &b)| a != b as u64) {
-            return Err(format!(
-                "variable '{name}' has shape {dims:?}, the model's is {shape:?}"
-            ));
-        }
-        total += shape.iter().product::<i64>() as u64;
-    }
-    let n = r.u64("parameter count")?;
-    if n != total {
-        return Err(format!("{n} parameters declared, the model has {total}"));
-    }
-    if r.remaining() as u64 != 4 * total {
-        return Err(format!(
-            "data section of {} bytes, expected {} ({total} f32)",
-            r.remaining(),
-            4 * total
-        ));
-    }
-    r.take(4 * total as usize, "data")
 }
 
 /// Log-density of `action` under N(mean, exp(log_std)^2), summed over the last dim.

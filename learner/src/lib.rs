@@ -5,14 +5,18 @@
 //! - [`server`], [`validate`]: the gRPC service, chunk validation, weight streams;
 //! - [`trainer`]: the training thread (batches, updates, publication, logging);
 //! - [`ppo`]: PPO (Schulman et al. 2017);
+//! - [`sac`]: SAC (Haarnoja et al. 2018); [`replay`]: its replay buffer;
 //! - [`config`]: the run config; [`rundir`], [`checkpoint`]: the run directory.
 
 pub use volley_common::env;
 
 pub mod checkpoint;
 pub mod config;
+pub mod mpdqn;
 pub mod ppo;
+pub mod replay;
 pub mod rundir;
+pub mod sac;
 pub mod server;
 pub mod trainer;
 pub mod validate;

@@ -34,6 +34,8 @@ pub const PPO_ENTROPY: &str = "volley_ppo_entropy";
 pub const PPO_APPROX_KL: &str = "volley_ppo_approx_kl";
 pub const PPO_CLIP_FRACTION: &str = "volley_ppo_clip_fraction";
 pub const PPO_EXPLAINED_VARIANCE: &str = "volley_ppo_explained_variance";
+pub const EVAL_RETURN: &str = "volley_eval_return";
+pub const EVAL_LENGTH: &str = "volley_eval_length";
 // Actor inference.
 pub const INFERENCE_LATENCY: &str = "volley_inference_latency_seconds";
 

@@ -63,6 +63,21 @@ pub fn save(
     Ok(())
 }
 
+/// Keeps `weights` as `checkpoints/best/` (weights.bin and eval.json), replacing the
+/// previous best through a temporary folder and a rename.
+pub fn save_best(run: &RunDir, weights: &[u8], eval: &serde_json::Value) -> Result<()> {
+    let dir = run.checkpoints();
+    let tmp = dir.join(".tmp-best");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    fs::write(tmp.join("weights.bin"), weights)?;
+    fs::write(tmp.join("eval.json"), serde_json::to_vec_pretty(eval)?)?;
+    let best = dir.join("best");
+    let _ = fs::remove_dir_all(&best);
+    fs::rename(&tmp, &best)?;
+    Ok(())
+}
+
 fn prune(dir: &Path) -> Result<()> {
     let mut all: Vec<String> = fs::read_dir(dir)?
         .filter_map(|e| e.ok())

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::eval::EvalConfig;
 use crate::ppo::PpoConfig;
 
 /// The algorithm a run trains.
@@ -33,6 +34,7 @@ pub struct RunConfig {
     pub rollout: RolloutSection,
     pub learner: LearnerSection,
     pub model: ModelSection,
+    pub eval: EvalConfig,
     pub ppo: PpoConfig,
 }
 
@@ -193,6 +195,7 @@ impl RunConfig {
             ("rollout.max_inflight", self.rollout.max_inflight),
             ("learner.queue_chunks", self.learner.queue_chunks),
             ("run.return_window", self.run.return_window),
+            ("eval.episodes", self.eval.episodes),
         ] {
             if v == 0 {
                 return Err(format!("{k} must be at least 1"));

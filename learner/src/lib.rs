@@ -5,6 +5,7 @@
 //! - [`server`], [`validate`]: the gRPC service, chunk validation, weight streams;
 //! - [`trainer`]: the training thread (batches, updates, publication, logging);
 //! - [`ppo`]: PPO (Schulman et al. 2017);
+//! - [`eval`]: greedy evaluation on its own thread, feeding the best checkpoint;
 //! - [`sac`]: SAC (Haarnoja et al. 2018); [`replay`]: its replay buffer;
 //! - [`config`]: the run config; [`rundir`], [`checkpoint`]: the run directory.
 
@@ -12,6 +13,7 @@ pub use volley_common::env;
 
 pub mod checkpoint;
 pub mod config;
+pub mod eval;
 pub mod mpdqn;
 pub mod ppo;
 pub mod replay;

@@ -245,6 +245,11 @@ fn run(cli: Cli) -> Result<()> {
         Arc::clone(&status),
     );
     trainer.restore_normalizers(normalizers)?;
+    if cfg.eval.every_updates > 0 {
+        trainer.set_evaluator(volley_learner::eval::Evaluator::start(
+            &env_id, &spec, &cfg.eval,
+        )?);
+    }
     let train_stop = Arc::clone(&stop);
     let training = std::thread::Builder::new()
         .name("volley-train".into())

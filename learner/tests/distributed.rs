@@ -61,6 +61,16 @@ struct Run {
     port: u16,
     metrics_port: u16,
     learner: Proc,
+    /// Removes the run's temporary folder when the test ends.
+    _tmp: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn start_learner(name: &str, extra: &[&str]) -> Run {
@@ -91,6 +101,7 @@ fn start_learner(name: &str, extra: &[&str]) -> Run {
         port,
         metrics_port,
         learner: Proc(child),
+        _tmp: TempDir(dir),
     };
     wait_for(Duration::from_secs(60), "learner listening", || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -352,7 +363,10 @@ fn send_bad_chunks(port: u16) -> Vec<(&'static str, tonic::Code)> {
 #[test]
 fn ppo_solves_cartpole_through_the_distributed_path() {
     // Budget: run.total_steps of ppo_cartpole.toml; the learner stops there.
-    let run = start_learner("cartpole", &["run.return_window=20"]);
+    let run = start_learner(
+        "cartpole",
+        &["run.return_window=20", "eval.every_updates=10"],
+    );
     let _a0 = start_actor(&run, "actor-0", free_port());
     let _a1 = start_actor(&run, "actor-1", free_port());
     let start = Instant::now();
@@ -395,6 +409,7 @@ fn a_stopped_run_resumes_from_its_checkpoint() {
     });
     run.learner.signal("TERM");
     let dir = run.dir.clone();
+    let tmp = run._tmp;
     let mut learner = run.learner;
     assert!(wait_exit(&mut learner.0, Duration::from_secs(30)).success());
     drop(actor);
@@ -423,6 +438,7 @@ fn a_stopped_run_resumes_from_its_checkpoint() {
         port,
         metrics_port,
         learner: Proc(child),
+        _tmp: tmp,
     };
     wait_for(Duration::from_secs(60), "resumed learner listening", || {
         run_alive(&resumed)

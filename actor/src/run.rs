@@ -48,6 +48,33 @@ pub struct RunOptions {
 /// The newest weights received, taken by the env loop between steps.
 type Latest = Arc<Mutex<Option<(u64, Bytes)>>>;
 
+/// Why the network tasks gave up (the learner now serves another run), if they did.
+type Failure = Arc<Mutex<Option<String>>>;
+
+/// Reconnects after the learner went away, checking it still serves the same run.
+/// `None`: stop now (stopped, or the run changed: then `failure` says why and the
+/// stop flag is set for the whole actor).
+async fn reconnect(
+    addr: &str,
+    request: &RegisterRequest,
+    stop: &AtomicBool,
+    first: &RegisterReply,
+    failure: &Failure,
+) -> Option<Client> {
+    match connect(addr, request, stop, Some(first)).await {
+        Ok(Some((client, _))) => Some(client),
+        Ok(None) => None,
+        Err(e) => {
+            eprintln!("volley-actor: {e:#}");
+            if let Ok(mut f) = failure.lock() {
+                f.get_or_insert(format!("{e:#}"));
+            }
+            stop.store(true, Ordering::SeqCst);
+            None
+        }
+    }
+}
+
 /// Runs until `stop` is set. Returns an error only for problems retrying cannot fix
 /// (bad config from the learner, a rejected registration).
 pub fn run(opts: RunOptions, stop: Arc<AtomicBool>) -> Result<()> {
@@ -65,7 +92,7 @@ pub fn run(opts: RunOptions, stop: Arc<AtomicBool>) -> Result<()> {
         env_id: String::new(),
         hostname: None,
     };
-    let Some((client, reply)) = rt.block_on(connect(&opts.learner, &request, &stop, false))? else {
+    let Some((client, reply)) = rt.block_on(connect(&opts.learner, &request, &stop, None))? else {
         return Ok(());
     };
     eprintln!(
@@ -96,21 +123,20 @@ pub fn run(opts: RunOptions, stop: Arc<AtomicBool>) -> Result<()> {
     // sit in reconnect loops, and a stop must end those (the env loop may be blocked
     // handing them a chunk).
     let net_stop = Arc::clone(&stop);
+    let failure: Failure = Arc::new(Mutex::new(None));
+    let link = Link {
+        addr: opts.learner.clone(),
+        request: request.clone(),
+        first: reply.clone(),
+        stop: Arc::clone(&net_stop),
+        failure: Arc::clone(&failure),
+    };
     let weights_task = rt.spawn(weights_loop(
-        opts.learner.clone(),
-        request.clone(),
+        link.clone(),
         client.clone(),
         Arc::clone(&latest),
-        Arc::clone(&version),
-        Arc::clone(&net_stop),
     ));
-    let sender_task = rt.spawn(sender_loop(
-        opts.learner.clone(),
-        request.clone(),
-        client,
-        rx,
-        Arc::clone(&net_stop),
-    ));
+    let sender_task = rt.spawn(sender_loop(link, client, rx));
 
     let result = env_loop(
         &mut *env,
@@ -131,7 +157,34 @@ pub fn run(opts: RunOptions, stop: Arc<AtomicBool>) -> Result<()> {
         weights_task.abort();
     });
     rt.shutdown_timeout(Duration::from_secs(2));
+    if let Some(why) = failure.lock().ok().and_then(|f| f.clone()) {
+        bail!(why);
+    }
     result
+}
+
+/// What the network tasks need to reconnect.
+#[derive(Clone)]
+struct Link {
+    addr: String,
+    request: RegisterRequest,
+    /// The first registration's answer: a reconnection must find the same run.
+    first: RegisterReply,
+    stop: Arc<AtomicBool>,
+    failure: Failure,
+}
+
+impl Link {
+    async fn reconnect(&self) -> Option<Client> {
+        reconnect(
+            &self.addr,
+            &self.request,
+            &self.stop,
+            &self.first,
+            &self.failure,
+        )
+        .await
+    }
 }
 
 /// Connects and registers, retrying with backoff while the learner is unreachable.
@@ -140,8 +193,9 @@ async fn connect(
     addr: &str,
     request: &RegisterRequest,
     stop: &AtomicBool,
-    reconnect: bool,
+    expect: Option<&RegisterReply>,
 ) -> Result<Option<(Client, RegisterReply)>> {
+    let reconnect = expect.is_some();
     let mut backoff = Backoff::new();
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -150,8 +204,16 @@ async fn connect(
         match Client::connect(addr).await {
             Ok(client) => match client.register(request.clone()).await {
                 Ok(reply) => {
-                    if reconnect {
+                    if let Some(e) = expect {
                         counter!(t::RECONNECTS).increment(1);
+                        if (&reply.run_id, &reply.env_id, &reply.model_spec_json)
+                            != (&e.run_id, &e.env_id, &e.model_spec_json)
+                        {
+                            bail!(
+                                "the learner at {addr} now serves run '{}' ({}), not '{}' ({}): restart this actor to join it",
+                                reply.run_id, reply.env_id, e.run_id, e.env_id
+                            );
+                        }
                     }
                     return Ok(Some((client, reply)));
                 }
@@ -168,13 +230,7 @@ async fn connect(
     }
 }
 
-async fn sender_loop(
-    addr: String,
-    request: RegisterRequest,
-    mut client: Client,
-    mut rx: mpsc::Receiver<Chunk>,
-    stop: Arc<AtomicBool>,
-) {
+async fn sender_loop(link: Link, mut client: Client, mut rx: mpsc::Receiver<Chunk>) {
     while let Some(chunk) = rx.recv().await {
         let bytes = chunk_bytes(&chunk);
         loop {
@@ -186,9 +242,9 @@ async fn sender_loop(
                 }
                 Err(e) if e.is_retryable() => {
                     eprintln!("volley-actor: lost the learner ({e}); reconnecting");
-                    match connect(&addr, &request, &stop, true).await {
-                        Ok(Some((c, _))) => client = c,
-                        _ => return,
+                    match link.reconnect().await {
+                        Some(c) => client = c,
+                        None => return,
                     }
                 }
                 Err(e) => {
@@ -218,17 +274,11 @@ fn chunk_bytes(c: &Chunk) -> u64 {
     .sum()
 }
 
-async fn weights_loop(
-    addr: String,
-    request: RegisterRequest,
-    mut client: Client,
-    latest: Latest,
-    version: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-) {
+async fn weights_loop(link: Link, mut client: Client, latest: Latest) {
     loop {
-        let have = version.load(Ordering::SeqCst);
-        match client.subscribe_weights(&request.actor_id, have).await {
+        // Always ask for the learner's current version (have = 0): after a resume
+        // from an older checkpoint its versions may be lower than the one in use.
+        match client.subscribe_weights(&link.request.actor_id, 0).await {
             Ok(mut stream) => {
                 // Ends when the learner goes away or closes the stream.
                 while let Ok(Some(w)) = stream.message().await {
@@ -240,12 +290,12 @@ async fn weights_loop(
             }
             Err(e) => eprintln!("volley-actor: weights subscription failed: {e}"),
         }
-        if stop.load(Ordering::SeqCst) {
+        if link.stop.load(Ordering::SeqCst) {
             return;
         }
-        match connect(&addr, &request, &stop, true).await {
-            Ok(Some((c, _))) => client = c,
-            _ => return,
+        match link.reconnect().await {
+            Some(c) => client = c,
+            None => return,
         }
     }
 }

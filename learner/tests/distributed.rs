@@ -74,9 +74,13 @@ impl Drop for TempDir {
 }
 
 fn start_learner(name: &str, extra: &[&str]) -> Run {
+    start_learner_on(name, free_port(), extra)
+}
+
+fn start_learner_on(name: &str, port: u16, extra: &[&str]) -> Run {
     let dir = std::env::temp_dir().join(format!("volley-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (port, metrics_port) = (free_port(), free_port());
+    let metrics_port = free_port();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/ppo_cartpole.toml");
     let mut args: Vec<String> = vec![
         "--config".into(),
@@ -86,7 +90,7 @@ fn start_learner(name: &str, extra: &[&str]) -> Run {
         format!("learner.listen=127.0.0.1:{port}"),
         format!("learner.metrics_listen=127.0.0.1:{metrics_port}"),
         format!("run.dir={}", dir.display()),
-        "run.name=test".into(),
+        format!("run.name={name}"),
         "learner.torch_threads=1".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -97,7 +101,7 @@ fn start_learner(name: &str, extra: &[&str]) -> Run {
         .spawn()
         .expect("start learner");
     let run = Run {
-        dir: dir.join("test"),
+        dir: dir.join(name),
         port,
         metrics_port,
         learner: Proc(child),
@@ -462,4 +466,40 @@ fn a_stopped_run_resumes_from_its_checkpoint() {
         "steps restarted from zero: {next}"
     );
     assert_eq!(next["weights_version"].as_u64(), Some(version + 1));
+}
+
+#[test]
+fn an_actor_stops_when_its_learner_comes_back_serving_another_run() {
+    let run = start_learner("change-a", &["ppo.batch_steps=512", "run.total_steps=0"]);
+    let port = run.port;
+    let mut actor = Command::new(bin("volley-actor"))
+        .args([
+            "run",
+            "--learner",
+            &format!("127.0.0.1:{port}"),
+            "--actor-id",
+            "a0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start actor");
+    wait_for(Duration::from_secs(60), "an update", || {
+        !updates(&run).is_empty()
+    });
+    run.learner.signal("KILL");
+    drop(run);
+    // Another run on the same address: the actor must not feed it chunks of the old one.
+    let other = start_learner_on("change-b", port, &["run.total_steps=0"]);
+    let status = wait_exit(&mut actor, Duration::from_secs(60));
+    let mut err = String::new();
+    if let Some(mut e) = actor.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(
+        !status.success(),
+        "the actor kept running against another run"
+    );
+    assert!(err.contains("now serves run 'change-b'"), "{err}");
+    drop(other);
 }

@@ -12,27 +12,6 @@ use volley_actor::tools;
 use volley_benches::{mj_step_ceiling, print_table, Row};
 use volley_common::env::EnvId;
 
-struct Args {
-    seconds: f64,
-    only: Option<String>,
-}
-
-fn args() -> Args {
-    let mut a = Args {
-        seconds: 3.0,
-        only: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(x) = it.next() {
-        match x.as_str() {
-            "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.seconds),
-            "--only" => a.only = it.next(),
-            _ => {} // cargo passes --bench
-        }
-    }
-    a
-}
-
 fn bench(id: &str, envs: usize, threads: usize, seconds: f64) -> Result<Row> {
     let parsed: EnvId = id.parse()?;
     let r = tools::bench(&parsed, envs, threads, seconds)?;
@@ -46,8 +25,8 @@ fn bench(id: &str, envs: usize, threads: usize, seconds: f64) -> Result<Row> {
 }
 
 fn main() -> Result<()> {
-    let a = args();
-    let wanted = |id: &str| a.only.as_ref().is_none_or(|o| id.contains(o.as_str()));
+    let a = volley_benches::BenchArgs::parse(3.0, 0);
+    let wanted = |id: &str| a.wants(id);
     let s = a.seconds;
 
     let mut mujoco = Vec::new();

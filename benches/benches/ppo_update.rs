@@ -19,33 +19,6 @@ use volley_common::env::Space;
 use volley_common::nn::{ModelKind, ModelSpec, Policy};
 use volley_learner::ppo::{Batch, Ppo, PpoConfig};
 
-struct Args {
-    updates: usize,
-    threads: Option<i32>,
-    cpu: bool,
-    cuda: bool,
-}
-
-fn args() -> Args {
-    let mut a = Args {
-        updates: 3,
-        threads: None,
-        cpu: true,
-        cuda: true,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(x) = it.next() {
-        match x.as_str() {
-            "--updates" => a.updates = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.updates),
-            "--threads" => a.threads = it.next().and_then(|v| v.parse().ok()),
-            "--cpu-only" => a.cuda = false,
-            "--cuda-only" => a.cpu = false,
-            _ => {} // cargo passes --bench
-        }
-    }
-    a
-}
-
 struct Case {
     name: &'static str,
     spec: ModelSpec,
@@ -147,7 +120,7 @@ fn run(case: &Case, device: Device, rows: i64, updates: usize) -> Result<Row> {
 }
 
 fn main() -> Result<()> {
-    let a = args();
+    let a = volley_benches::BenchArgs::parse(0.0, 3);
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
@@ -163,7 +136,7 @@ fn main() -> Result<()> {
         }
     }
     let mut rows = Vec::new();
-    for case in cases()? {
+    for case in cases()?.into_iter().filter(|c| a.wants(c.name)) {
         for &d in &devices {
             let n = if d.is_cuda() {
                 case.rows_cuda
@@ -178,7 +151,7 @@ fn main() -> Result<()> {
     println!("\nWeights as bytes (CPU, mean of 20)\n");
     println!("| model | params | bytes | to_bytes ms | load_bytes ms |");
     println!("|---|---:|---:|---:|---:|");
-    for case in cases()? {
+    for case in cases()?.into_iter().filter(|c| a.wants(c.name)) {
         let mut p = Policy::new(case.spec.clone(), Device::Cpu)?;
         let t = Instant::now();
         let mut bytes = Vec::new();

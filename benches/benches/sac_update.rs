@@ -18,33 +18,6 @@ use volley_common::nn::sac::SacSpec;
 use volley_learner::replay::ReplayBuffer;
 use volley_learner::sac::{Sac, SacConfig};
 
-struct Args {
-    seconds: f64,
-    threads: Option<i32>,
-    cpu: bool,
-    cuda: bool,
-}
-
-fn args() -> Args {
-    let mut a = Args {
-        seconds: 5.0,
-        threads: None,
-        cpu: true,
-        cuda: true,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(x) = it.next() {
-        match x.as_str() {
-            "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.seconds),
-            "--threads" => a.threads = it.next().and_then(|v| v.parse().ok()),
-            "--cpu-only" => a.cuda = false,
-            "--cuda-only" => a.cpu = false,
-            _ => {} // cargo passes --bench
-        }
-    }
-    a
-}
-
 struct Row {
     case: &'static str,
     device: &'static str,
@@ -153,7 +126,7 @@ fn run(
 }
 
 fn main() -> Result<()> {
-    let a = args();
+    let a = volley_benches::BenchArgs::parse(5.0, 0);
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
@@ -173,7 +146,7 @@ fn main() -> Result<()> {
         ("ant-sized: 105-d obs, 8-d actions", 105, 8),
     ];
     let mut rows = Vec::new();
-    for (name, obs, act) in cases {
+    for (name, obs, act) in cases.into_iter().filter(|c| a.wants(c.0)) {
         for &d in &devices {
             let r = run(name, obs, act, d, a.seconds)?;
             eprintln!(

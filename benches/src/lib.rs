@@ -77,6 +77,57 @@ pub fn mj_step_ceiling(
     Ok(total as f64)
 }
 
+/// Command-line options the benchmarks share (cargo adds `--bench`, ignored):
+/// `--seconds S`, `--updates N`, `--threads T`, `--cpu-only`, `--cuda-only`,
+/// `--only SUBSTRING`.
+#[derive(Debug, Clone)]
+pub struct BenchArgs {
+    pub seconds: f64,
+    pub updates: usize,
+    /// Torch threads (None: torch's default).
+    pub threads: Option<i32>,
+    pub cpu: bool,
+    pub cuda: bool,
+    /// Run only the cases whose name contains this.
+    pub only: Option<String>,
+}
+
+impl BenchArgs {
+    /// Parses the process arguments over the given defaults.
+    pub fn parse(seconds: f64, updates: usize) -> BenchArgs {
+        let mut a = BenchArgs {
+            seconds,
+            updates,
+            threads: None,
+            cpu: true,
+            cuda: true,
+            only: None,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(x) = it.next() {
+            match x.as_str() {
+                "--seconds" => {
+                    a.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.seconds)
+                }
+                "--updates" => {
+                    a.updates = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.updates)
+                }
+                "--threads" => a.threads = it.next().and_then(|v| v.parse().ok()),
+                "--cpu-only" => a.cuda = false,
+                "--cuda-only" => a.cpu = false,
+                "--only" => a.only = it.next(),
+                _ => {}
+            }
+        }
+        a
+    }
+
+    /// Whether a case named `name` is selected by `--only`.
+    pub fn wants(&self, name: &str) -> bool {
+        self.only.as_ref().is_none_or(|o| name.contains(o.as_str()))
+    }
+}
+
 /// One row of a benchmark table.
 #[derive(Debug, Clone)]
 pub struct Row {

@@ -125,3 +125,16 @@ pub(crate) fn tensor_from_f32_le(
     };
     Ok(t.f_to_device(device)?)
 }
+
+/// A linear layer `y = x W^T + b`, shared by every network of this module.
+#[derive(Debug)]
+pub(crate) struct Linear {
+    pub(crate) w: tch::Tensor,
+    pub(crate) b: tch::Tensor,
+}
+
+impl Linear {
+    pub(crate) fn forward(&self, x: &tch::Tensor) -> NnResult<tch::Tensor> {
+        Ok(x.f_linear(&self.w, Some(&self.b))?)
+    }
+}

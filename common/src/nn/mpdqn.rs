@@ -49,7 +49,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::{weights, NnError, NnResult};
+use super::{weights, Linear, NnError, NnResult};
 use crate::env::Space;
 
 const WEIGHTS_MAGIC: &[u8; 4] = b"VLYM";
@@ -241,19 +241,6 @@ impl MpdqnSpec {
 // ---------------------------------------------------------------------------------
 // Networks
 // ---------------------------------------------------------------------------------
-
-/// A linear layer `y = x W^T + b`.
-#[derive(Debug)]
-struct Linear {
-    w: Tensor,
-    b: Tensor,
-}
-
-impl Linear {
-    fn forward(&self, x: &Tensor) -> NnResult<Tensor> {
-        Ok(x.f_linear(&self.w, Some(&self.b))?)
-    }
-}
 
 /// How a layer's weight starts; biases start at zero except the passthrough's.
 #[derive(Debug, Clone, Copy)]

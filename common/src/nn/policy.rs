@@ -25,7 +25,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::init::{orthogonal, GAIN_ACTOR, GAIN_CRITIC, GAIN_HIDDEN};
 use super::spec::{ActionHead, ModelKind, ModelSpec};
-use super::{weights, NnError, NnResult};
+use super::{weights, Linear, NnError, NnResult};
 
 const WEIGHTS_MAGIC: &[u8; 4] = b"VLYW";
 /// ln(2 pi) / 2, for Gaussian log-densities.
@@ -40,19 +40,6 @@ pub struct Act {
     pub logprob: Tensor,
     /// `f32` [B]: the critic's value of the observation.
     pub value: Tensor,
-}
-
-/// A linear layer `y = x W^T + b`.
-#[derive(Debug)]
-struct Linear {
-    w: Tensor,
-    b: Tensor,
-}
-
-impl Linear {
-    fn forward(&self, x: &Tensor) -> NnResult<Tensor> {
-        Ok(x.f_linear(&self.w, Some(&self.b))?)
-    }
 }
 
 /// A 2-d convolution with square kernel, stride and padding.

@@ -23,7 +23,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::{weights, NnError, NnResult};
+use super::{weights, Linear, NnError, NnResult};
 use crate::env::Space;
 
 /// Lower bound of the actor's log standard deviation (CleanRL `LOG_STD_MIN`).
@@ -117,19 +117,6 @@ impl SacSpec {
             return bad(format!("sac hidden widths {:?}", self.hidden));
         }
         Ok(())
-    }
-}
-
-/// A linear layer `y = x W^T + b`.
-#[derive(Debug)]
-struct Linear {
-    w: Tensor,
-    b: Tensor,
-}
-
-impl Linear {
-    fn forward(&self, x: &Tensor) -> NnResult<Tensor> {
-        Ok(x.f_linear(&self.w, Some(&self.b))?)
     }
 }
 

@@ -146,7 +146,6 @@ fn run(cli: Cli) -> Result<()> {
                 learner,
                 actor_id,
                 auth_token,
-                metrics_listen,
                 threads,
                 inference_threads,
                 no_send,

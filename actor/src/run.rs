@@ -9,7 +9,6 @@
 //! Both tasks reconnect and re-register with exponential backoff when the learner goes
 //! away; a stop signal ends the loop, the tasks and the process cleanly.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,7 +33,6 @@ pub struct RunOptions {
     pub learner: String,
     pub actor_id: String,
     pub auth_token: String,
-    pub metrics_listen: Option<SocketAddr>,
     /// Override the run's env threads (the env count is the run's: it fixes the
     /// shape of every chunk).
     pub threads: Option<usize>,
@@ -104,6 +102,13 @@ pub fn run(opts: RunOptions, stop: Arc<AtomicBool>) -> Result<()> {
         reply.env_id,
         reply.weights_version
     );
+    if reply.algorithm != "ppo" {
+        bail!(
+            "run {} trains {}, and this actor acts for ppo runs only so far",
+            reply.run_id,
+            reply.algorithm
+        );
+    }
     let env_id: EnvId = reply
         .env_id
         .parse()
@@ -119,16 +124,15 @@ pub fn run(opts: RunOptions, stop: Arc<AtomicBool>) -> Result<()> {
     let latest: Latest = Arc::new(Mutex::new(None));
     let version = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::channel::<Chunk>((reply.max_inflight as usize).saturating_sub(1).max(1));
-    // The network tasks watch the user's stop flag too: while the learner is away they
-    // sit in reconnect loops, and a stop must end those (the env loop may be blocked
-    // handing them a chunk).
-    let net_stop = Arc::clone(&stop);
     let failure: Failure = Arc::new(Mutex::new(None));
     let link = Link {
         addr: opts.learner.clone(),
         request: request.clone(),
         first: reply.clone(),
-        stop: Arc::clone(&net_stop),
+        // The network tasks watch the user's stop flag too: while the learner is away
+        // they sit in reconnect loops, and a stop must end those (the env loop may be
+        // blocked handing them a chunk).
+        stop: Arc::clone(&stop),
         failure: Arc::clone(&failure),
     };
     let weights_task = rt.spawn(weights_loop(
@@ -350,6 +354,8 @@ fn env_loop(
         _ => (Vec::new(), Vec::new()),
     };
     let mut clipped = vec![0f32; n * act_dim];
+    // V(final observation) of the envs truncated in a step; 0 elsewhere.
+    let mut tv = vec![0f32; n];
 
     // Wait for the first weights, so the first chunk is acted by a known version.
     let wait = Instant::now();
@@ -425,7 +431,7 @@ fn env_loop(
             buf.rewards.extend_from_slice(&batch.reward);
             buf.terminated.extend_from_slice(&batch.terminated);
             buf.truncated.extend_from_slice(&batch.truncated);
-            let mut tv = vec![0f32; n];
+            tv.fill(0.0);
             if batch.has_final_obs && batch.truncated.iter().any(|&x| x) {
                 let fin = obs_tensor(&batch.final_obs, n, &obs_shape);
                 let v = f32_vec(&tch::no_grad(|| policy.value(&fin))?);

@@ -551,5 +551,6 @@ fn build_chunk(
         bootstrap_values: Some(tensor::from_vec(&[n], bootstrap)?),
         episode_returns: b.episode_returns,
         episode_lengths: b.episode_lengths,
+        next_obs: None,
     })
 }

@@ -78,6 +78,7 @@ fn run_info(a: &Args) -> RunInfo {
         obs_shape: OBS.to_vec(),
         obs_dtype: DType::U8,
         action: ActionSpec::Discrete { n: ACTIONS },
+        off_policy: false,
     }
 }
 
@@ -106,6 +107,7 @@ fn chunk(a: &Args, actor_id: &str) -> Result<Chunk> {
         bootstrap_values: Some(from_vec(&[n], vec![0.0f32; n])?),
         episode_returns: vec![],
         episode_lengths: vec![],
+        next_obs: None,
     })
 }
 

@@ -132,6 +132,7 @@ fn run_info(
         obs_shape,
         obs_dtype,
         action,
+        off_policy: false,
     })
 }
 

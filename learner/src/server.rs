@@ -71,6 +71,8 @@ pub struct RunInfo {
     /// U8 or F32.
     pub obs_dtype: DType,
     pub action: ActionSpec,
+    /// Off-policy algorithms (sac, mpdqn): chunks carry `next_obs`.
+    pub off_policy: bool,
 }
 
 impl RunInfo {
@@ -82,6 +84,7 @@ impl RunInfo {
             obs_shape: self.obs_shape.clone(),
             obs_dtype: self.obs_dtype,
             action: self.action,
+            off_policy: self.off_policy,
         }
     }
 
@@ -537,6 +540,7 @@ mod tests {
             obs_shape: vec![4],
             obs_dtype: DType::F32,
             action: ActionSpec::Discrete { n: 2 },
+            off_policy: false,
         };
         let reply = run.reply(3);
         assert_eq!(reply.action_kind, ActionKind::Discrete as i32);

@@ -35,6 +35,9 @@ pub struct ActorSpec {
     /// U8 (pixels) or F32 (vectors).
     pub obs_dtype: DType,
     pub action: ActionSpec,
+    /// Off-policy runs send `next_obs` and may leave out the on-policy tensors
+    /// (logprobs, values, truncation and bootstrap values).
+    pub off_policy: bool,
 }
 
 impl ActorSpec {
@@ -76,6 +79,8 @@ pub struct ValidChunk {
     pub truncated: Bytes,
     pub truncation_values: Bytes,
     pub bootstrap_values: Bytes,
+    /// Off-policy runs: the observation after each step; empty otherwise.
+    pub next_obs: Bytes,
     pub episode_returns: Vec<f32>,
     pub episode_lengths: Vec<u32>,
     /// Tensor payload bytes, for throughput accounting.
@@ -131,6 +136,15 @@ impl ValidChunk {
     /// Observations as a CPU tensor of shape `[T * N, *obs_shape]` (Uint8 or Float),
     /// copied once out of the wire bytes.
     pub fn obs_tensor(&self) -> tch::Tensor {
+        self.obs_like_tensor(&self.obs)
+    }
+
+    /// Off-policy runs: the observation after each step, `[T * N, *obs_shape]`.
+    pub fn next_obs_tensor(&self) -> tch::Tensor {
+        self.obs_like_tensor(&self.next_obs)
+    }
+
+    fn obs_like_tensor(&self, bytes: &Bytes) -> tch::Tensor {
         let mut size = vec![self.rows() as i64];
         size.extend(self.obs_shape.iter().map(|&d| d as i64));
         let kind = match self.obs_dtype {
@@ -139,7 +153,7 @@ impl ValidChunk {
             DType::I64 => tch::Kind::Int64,
             DType::F32 => tch::Kind::Float,
         };
-        tch::Tensor::from_data_size(&self.obs, &size, kind)
+        tch::Tensor::from_data_size(bytes, &size, kind)
     }
 
     /// Actions as a CPU tensor: Int64 `[T * N]` (discrete) or Float `[T * N, A]`.
@@ -166,7 +180,7 @@ impl ValidChunk {
             + self.truncation_values.len()
             + self.bootstrap_values.len();
         let obs = if self.obs_dtype.is_float() {
-            self.obs.len()
+            self.obs.len() + self.next_obs.len()
         } else {
             0
         };
@@ -231,19 +245,26 @@ pub fn check_structure(chunk: Chunk, spec: &ActorSpec) -> Result<ValidChunk, Rej
 
     let obs = take_tensor("obs", chunk.obs, spec.obs_dtype, &obs_shape)?;
     let actions = take_tensor("actions", chunk.actions, action_dtype, &action_shape)?;
-    let logprobs = take_tensor("logprobs", chunk.logprobs, DType::F32, &per_step)?;
-    let values = take_tensor("values", chunk.values, DType::F32, &per_step)?;
+    // Tensors only on-policy algorithms use: required for them, optional otherwise.
+    let on_policy = |name: &str, tensor: Option<Tensor>, shape: &[usize]| {
+        if spec.off_policy && tensor.is_none() {
+            Ok(Bytes::new())
+        } else {
+            take_tensor(name, tensor, DType::F32, shape)
+        }
+    };
+    let logprobs = on_policy("logprobs", chunk.logprobs, &per_step)?;
+    let values = on_policy("values", chunk.values, &per_step)?;
     let rewards = take_tensor("rewards", chunk.rewards, DType::F32, &per_step)?;
     let terminated = take_tensor("terminated", chunk.terminated, DType::Bool, &per_step)?;
     let truncated = take_tensor("truncated", chunk.truncated, DType::Bool, &per_step)?;
-    let truncation_values = take_tensor(
-        "truncation_values",
-        chunk.truncation_values,
-        DType::F32,
-        &per_step,
-    )?;
-    let bootstrap_values =
-        take_tensor("bootstrap_values", chunk.bootstrap_values, DType::F32, &[n])?;
+    let truncation_values = on_policy("truncation_values", chunk.truncation_values, &per_step)?;
+    let bootstrap_values = on_policy("bootstrap_values", chunk.bootstrap_values, &[n])?;
+    let next_obs = if spec.off_policy {
+        take_tensor("next_obs", chunk.next_obs, spec.obs_dtype, &obs_shape)?
+    } else {
+        Bytes::new()
+    };
 
     if chunk.episode_returns.len() != chunk.episode_lengths.len() {
         return Err(Rejection::new(
@@ -272,6 +293,7 @@ pub fn check_structure(chunk: Chunk, spec: &ActorSpec) -> Result<ValidChunk, Rej
         &truncated,
         &truncation_values,
         &bootstrap_values,
+        &next_obs,
     ]
     .iter()
     .map(|b| b.len())
@@ -294,6 +316,7 @@ pub fn check_structure(chunk: Chunk, spec: &ActorSpec) -> Result<ValidChunk, Rej
         truncated,
         truncation_values,
         bootstrap_values,
+        next_obs,
         episode_returns: chunk.episode_returns,
         episode_lengths: chunk.episode_lengths,
         payload_bytes,
@@ -364,6 +387,7 @@ pub fn check_contents(chunk: &ValidChunk) -> Result<(), Rejection> {
     finite("bootstrap_values", &chunk.bootstrap_values)?;
     if chunk.obs_dtype.is_float() {
         finite("obs", &chunk.obs)?;
+        finite("next_obs", &chunk.next_obs)?;
     }
     Ok(())
 }
@@ -380,6 +404,7 @@ mod tests {
             obs_shape: vec![4],
             obs_dtype: DType::F32,
             action: ActionSpec::Discrete { n: 5 },
+            off_policy: false,
         }
     }
 
@@ -405,6 +430,7 @@ mod tests {
             bootstrap_values: Some(f(&[n])),
             episode_returns: vec![1.0],
             episode_lengths: vec![10],
+            next_obs: None,
         }
     }
 
@@ -433,6 +459,48 @@ mod tests {
             valid.payload_bytes,
             24 * 4 + 6 * 8 + 6 * 4 * 4 + 6 * 2 + 2 * 4
         );
+    }
+
+    #[test]
+    fn off_policy_chunks_need_next_obs_and_may_omit_the_on_policy_tensors() {
+        let off = ActorSpec {
+            off_policy: true,
+            ..spec()
+        };
+        let lean = || {
+            let mut c = good();
+            c.logprobs = None;
+            c.values = None;
+            c.truncation_values = None;
+            c.bootstrap_values = None;
+            c
+        };
+        // Without next_obs: refused as missing.
+        let r = check_structure(lean(), &off).expect_err("no next_obs");
+        assert_eq!(r.reason, "missing_tensor");
+        assert!(r.message.contains("next_obs"), "{}", r.message);
+        // With it: accepted, and the tensor is there.
+        let mut c = lean();
+        c.next_obs = Some(from_vec(&[3, 2, 4], vec![0.25f32; 24]).expect("shape"));
+        let valid = check_structure(c, &off).expect("valid");
+        check_contents(&valid).expect("valid contents");
+        assert_eq!(valid.next_obs_tensor().size(), vec![6, 4]);
+        assert!(valid.logprobs.is_empty());
+        // A wrong shape or a NaN in next_obs is refused.
+        let mut c = lean();
+        c.next_obs = Some(from_vec(&[3, 2, 5], vec![0f32; 30]).expect("shape"));
+        assert_eq!(check_structure(c, &off).expect_err("shape").reason, "shape");
+        let mut c = lean();
+        let mut v = vec![0f32; 24];
+        v[7] = f32::NAN;
+        c.next_obs = Some(from_vec(&[3, 2, 4], v).expect("shape"));
+        let valid = check_structure(c, &off).expect("structure");
+        assert_eq!(
+            check_contents(&valid).expect_err("nan").reason,
+            "non_finite"
+        );
+        // An on-policy run still requires its tensors.
+        assert_eq!(reject(lean()).reason, "missing_tensor");
     }
 
     #[test]

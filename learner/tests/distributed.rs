@@ -325,6 +325,7 @@ fn send_bad_chunks(port: u16) -> Vec<(&'static str, tonic::Code)> {
             bootstrap_values: Some(tensor::from_vec(&[n], vec![0f32; n]).expect("bv")),
             episode_returns: vec![],
             episode_lengths: vec![],
+            next_obs: None,
         };
         let mut cases: Vec<(&'static str, Chunk)> = Vec::new();
         let mut c1 = good();

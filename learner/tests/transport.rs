@@ -88,6 +88,7 @@ fn run_info(obs_shape: &[usize], obs_dtype: DType) -> RunInfo {
         obs_shape: obs_shape.to_vec(),
         obs_dtype,
         action: ActionSpec::Discrete { n: ACTIONS },
+        off_policy: false,
     }
 }
 
@@ -180,6 +181,7 @@ fn good_chunk(actor_id: &str, seq: u64) -> Chunk {
         bootstrap_values: from_vec(&[N], vec![0.25f32; N]).ok(),
         episode_returns: vec![3.0],
         episode_lengths: vec![3],
+        next_obs: None,
     }
 }
 

@@ -16,9 +16,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use metrics::{counter, gauge, histogram};
+use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 use tokio::sync::mpsc;
-use volley_common::env::{make_vec_env, EnvId, ObsBuf, Space, VecEnv, VecEnvOptions};
+use volley_common::env::{
+    make_vec_env, EnvId, EnvRng, ObsBuf, RandomActions, Space, VecEnv, VecEnvOptions,
+};
+use volley_common::nn::sac::{SacActor, SacSpec};
 use volley_common::nn::{ModelSpec, Policy};
 use volley_common::telemetry as t;
 use volley_proto::v1::{Chunk, RegisterReply, RegisterRequest};
@@ -41,6 +45,27 @@ pub struct RunOptions {
     /// Build chunks but do not send them: the baseline of the transport benchmark.
     pub no_send: bool,
     pub seed: u64,
+}
+
+/// What acts: a PPO policy (sampled actions, with their log-probs and values), or a
+/// SAC actor, which acts uniformly at random until the learner publishes its first
+/// update (weights version 1), as in CleanRL's warm-up.
+enum Agent {
+    Ppo(Policy),
+    Sac {
+        actor: SacActor,
+        random: RandomActions,
+        rng: EnvRng,
+    },
+}
+
+impl Agent {
+    fn load_bytes(&mut self, bytes: &[u8]) -> volley_common::nn::NnResult<()> {
+        match self {
+            Agent::Ppo(p) => p.load_bytes(bytes),
+            Agent::Sac { actor, .. } => actor.load_bytes(bytes),
+        }
+    }
 }
 
 /// The newest weights received, taken by the env loop between steps.
@@ -102,13 +127,6 @@ pub fn run(opts: RunOptions, stop: Arc<AtomicBool>) -> Result<()> {
         reply.env_id,
         reply.weights_version
     );
-    if reply.algorithm != "ppo" {
-        bail!(
-            "run {} trains {}, and this actor acts for ppo runs only so far",
-            reply.run_id,
-            reply.algorithm
-        );
-    }
     let env_id: EnvId = reply
         .env_id
         .parse()
@@ -117,9 +135,26 @@ pub fn run(opts: RunOptions, stop: Arc<AtomicBool>) -> Result<()> {
     let threads = opts.threads.unwrap_or(reply.env_threads as usize).max(1);
     let steps = (reply.chunk_steps as usize).max(1);
     let mut env = make_vec_env(&env_id, VecEnvOptions { num_envs, threads })?;
-    let spec: ModelSpec = serde_json::from_str(&reply.model_spec_json)
-        .context("the learner sent a model spec this actor cannot read")?;
-    let mut policy = Policy::new(spec, Device::Cpu).context("cannot build the policy")?;
+    let unreadable = "the learner sent a model spec this actor cannot read";
+    let mut agent = match reply.algorithm.as_str() {
+        "ppo" => {
+            let spec: ModelSpec =
+                serde_json::from_str(&reply.model_spec_json).context(unreadable)?;
+            Agent::Ppo(Policy::new(spec, Device::Cpu).context("cannot build the policy")?)
+        }
+        "sac" => {
+            let spec: SacSpec = serde_json::from_str(&reply.model_spec_json).context(unreadable)?;
+            Agent::Sac {
+                actor: SacActor::new(spec, Device::Cpu).context("cannot build the sac actor")?,
+                random: RandomActions::new(env.action_space(), num_envs)?,
+                rng: EnvRng::seed_from_u64(opts.seed ^ 0x5ac),
+            }
+        }
+        other => bail!(
+            "run {} trains {other}, which this actor does not act for yet (ppo, sac)",
+            reply.run_id
+        ),
+    };
 
     let latest: Latest = Arc::new(Mutex::new(None));
     let version = Arc::new(AtomicU64::new(0));
@@ -143,15 +178,7 @@ pub fn run(opts: RunOptions, stop: Arc<AtomicBool>) -> Result<()> {
     let sender_task = rt.spawn(sender_loop(link, client, rx));
 
     let result = env_loop(
-        &mut *env,
-        &mut policy,
-        &latest,
-        &version,
-        &tx,
-        steps,
-        &env_id,
-        &opts,
-        &stop,
+        &mut *env, &mut agent, &latest, &version, &tx, steps, &env_id, &opts, &stop,
     );
     // Let the sender deliver what is queued (bounded by the timeout below).
     drop(tx);
@@ -316,6 +343,9 @@ struct ChunkBuf {
     terminated: Vec<bool>,
     truncated: Vec<bool>,
     truncation_values: Vec<f32>,
+    /// Off-policy (SAC): the observation after each step (the final one where an
+    /// episode ended).
+    next_obs: Vec<f32>,
     episode_returns: Vec<f32>,
     episode_lengths: Vec<u32>,
 }
@@ -323,7 +353,7 @@ struct ChunkBuf {
 #[allow(clippy::too_many_arguments)]
 fn env_loop(
     env: &mut dyn VecEnv,
-    policy: &mut Policy,
+    agent: &mut Agent,
     latest: &Latest,
     version: &AtomicU64,
     tx: &mpsc::Sender<Chunk>,
@@ -359,7 +389,7 @@ fn env_loop(
 
     // Wait for the first weights, so the first chunk is acted by a known version.
     let wait = Instant::now();
-    while !load_latest(policy, latest, version)? {
+    while !load_latest(agent, latest, version)? {
         if stop.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -392,6 +422,7 @@ fn env_loop(
             terminated: Vec::with_capacity(steps * n),
             truncated: Vec::with_capacity(steps * n),
             truncation_values: Vec::with_capacity(steps * n),
+            next_obs: Vec::new(),
             episode_returns: Vec::new(),
             episode_lengths: Vec::new(),
         };
@@ -408,40 +439,75 @@ fn env_loop(
                 ObsBuf::F32(v) => buf.obs_f32.extend_from_slice(v),
             }
             let t0 = Instant::now();
-            let act = policy.act(&obs)?;
-            histogram!(t::INFERENCE_LATENCY).record(t0.elapsed().as_secs_f64());
-            buf.logprobs.extend(f32_vec(&act.logprob));
-            buf.values.extend(f32_vec(&act.value));
-            let batch = if act_dim == 0 {
-                let a: Vec<i64> =
-                    Vec::<i64>::try_from(act.action.to_kind(Kind::Int64).flatten(0, -1))
-                        .context("cannot read actions")?;
-                buf.actions_i64.extend_from_slice(&a);
-                env.step(volley_common::env::Actions::Discrete(&a))?
-            } else {
-                // The chunk keeps the sampled action (its log-prob is the behaviour's);
-                // the env gets it clipped to the action bounds.
-                let a = f32_vec(&act.action);
-                buf.actions_f32.extend_from_slice(&a);
-                for (j, (c, raw)) in clipped.iter_mut().zip(&a).enumerate() {
-                    *c = raw.clamp(low[j % act_dim], high[j % act_dim]);
+            let batch = match agent {
+                Agent::Ppo(policy) => {
+                    let act = policy.act(&obs)?;
+                    histogram!(t::INFERENCE_LATENCY).record(t0.elapsed().as_secs_f64());
+                    buf.logprobs.extend(f32_vec(&act.logprob));
+                    buf.values.extend(f32_vec(&act.value));
+                    if act_dim == 0 {
+                        let a: Vec<i64> =
+                            Vec::<i64>::try_from(act.action.to_kind(Kind::Int64).flatten(0, -1))
+                                .context("cannot read actions")?;
+                        buf.actions_i64.extend_from_slice(&a);
+                        env.step(volley_common::env::Actions::Discrete(&a))?
+                    } else {
+                        // The chunk keeps the sampled action (its log-prob is the
+                        // behaviour's); the env gets it clipped to the action bounds.
+                        let a = f32_vec(&act.action);
+                        buf.actions_f32.extend_from_slice(&a);
+                        for (j, (c, raw)) in clipped.iter_mut().zip(&a).enumerate() {
+                            *c = raw.clamp(low[j % act_dim], high[j % act_dim]);
+                        }
+                        env.step(volley_common::env::Actions::Continuous(&clipped))?
+                    }
                 }
-                env.step(volley_common::env::Actions::Continuous(&clipped))?
+                Agent::Sac { actor, random, rng } => {
+                    // Uniform random actions until the learner's first update.
+                    if version.load(Ordering::SeqCst) == 0 {
+                        if let volley_common::env::Actions::Continuous(a) = random.sample(rng) {
+                            clipped.copy_from_slice(a);
+                        }
+                    } else {
+                        let a = f32_vec(&actor.act(&obs)?);
+                        histogram!(t::INFERENCE_LATENCY).record(t0.elapsed().as_secs_f64());
+                        for (j, (c, raw)) in clipped.iter_mut().zip(&a).enumerate() {
+                            *c = raw.clamp(low[j % act_dim], high[j % act_dim]);
+                        }
+                    }
+                    buf.actions_f32.extend_from_slice(&clipped);
+                    env.step(volley_common::env::Actions::Continuous(&clipped))?
+                }
             };
             buf.rewards.extend_from_slice(&batch.reward);
             buf.terminated.extend_from_slice(&batch.terminated);
             buf.truncated.extend_from_slice(&batch.truncated);
-            tv.fill(0.0);
-            if batch.has_final_obs && batch.truncated.iter().any(|&x| x) {
-                let fin = obs_tensor(&batch.final_obs, n, &obs_shape);
-                let v = f32_vec(&tch::no_grad(|| policy.value(&fin))?);
-                for i in 0..n {
-                    if batch.truncated[i] {
-                        tv[i] = v[i];
+            match &*agent {
+                Agent::Ppo(policy) => {
+                    tv.fill(0.0);
+                    if batch.has_final_obs && batch.truncated.iter().any(|&x| x) {
+                        let fin = obs_tensor(&batch.final_obs, n, &obs_shape);
+                        let v = f32_vec(&tch::no_grad(|| policy.value(&fin))?);
+                        for i in 0..n {
+                            if batch.truncated[i] {
+                                tv[i] = v[i];
+                            }
+                        }
+                    }
+                    buf.truncation_values.extend_from_slice(&tv);
+                }
+                Agent::Sac { .. } => {
+                    let (Some(now), Some(last)) = (batch.obs.as_f32(), batch.final_obs.as_f32())
+                    else {
+                        bail!("sac needs vector observations with final observations");
+                    };
+                    for i in 0..n {
+                        let row = if batch.done(i) { last } else { now };
+                        buf.next_obs
+                            .extend_from_slice(&row[i * obs_len..(i + 1) * obs_len]);
                     }
                 }
             }
-            buf.truncation_values.extend_from_slice(&tv);
             for (_, ret, len) in batch.finished_episodes() {
                 buf.episode_returns.push(ret);
                 buf.episode_lengths.push(len);
@@ -451,10 +517,15 @@ fn env_loop(
             env_steps += n as u64;
             counter!(t::ENV_STEPS).increment(n as u64);
             // New weights between steps, without waiting for them.
-            load_latest(policy, latest, version)?;
+            load_latest(agent, latest, version)?;
         }
-        let obs = obs_tensor(&env.batch().obs, n, &obs_shape);
-        let bootstrap = f32_vec(&tch::no_grad(|| policy.value(&obs))?);
+        let bootstrap = match &*agent {
+            Agent::Ppo(policy) => {
+                let obs = obs_tensor(&env.batch().obs, n, &obs_shape);
+                f32_vec(&tch::no_grad(|| policy.value(&obs))?)
+            }
+            Agent::Sac { .. } => Vec::new(),
+        };
         let chunk = build_chunk(
             buf,
             bootstrap,
@@ -484,12 +555,12 @@ fn env_loop(
 }
 
 /// Loads the newest received weights, if any arrived since the last call.
-fn load_latest(policy: &mut Policy, latest: &Latest, version: &AtomicU64) -> Result<bool> {
+fn load_latest(agent: &mut Agent, latest: &Latest, version: &AtomicU64) -> Result<bool> {
     let next = latest.lock().ok().and_then(|mut l| l.take());
     let Some((v, data)) = next else {
         return Ok(version.load(Ordering::SeqCst) > 0);
     };
-    policy
+    agent
         .load_bytes(&data)
         .context("the learner sent weights that do not fit the model")?;
     version.store(v, Ordering::SeqCst);
@@ -535,6 +606,15 @@ fn build_chunk(
     } else {
         tensor::from_vec(&[steps, n, act_dim], b.actions_f32)?
     };
+    // Off-policy chunks (next_obs filled) leave out the on-policy tensors.
+    let off_policy = !b.next_obs.is_empty();
+    let on_policy = |v: Vec<f32>, shape: &[usize]| -> Result<Option<volley_proto::Tensor>> {
+        Ok(if off_policy {
+            None
+        } else {
+            Some(tensor::from_vec(shape, v)?)
+        })
+    };
     Ok(Chunk {
         protocol_version: PROTOCOL_VERSION,
         actor_id: actor_id.to_string(),
@@ -542,15 +622,19 @@ fn build_chunk(
         seq,
         obs: Some(obs),
         actions: Some(actions),
-        logprobs: Some(tensor::from_vec(&tn, b.logprobs)?),
-        values: Some(tensor::from_vec(&tn, b.values)?),
+        logprobs: on_policy(b.logprobs, &tn)?,
+        values: on_policy(b.values, &tn)?,
         rewards: Some(tensor::from_vec(&tn, b.rewards)?),
         terminated: Some(tensor::from_vec(&tn, b.terminated)?),
         truncated: Some(tensor::from_vec(&tn, b.truncated)?),
-        truncation_values: Some(tensor::from_vec(&tn, b.truncation_values)?),
-        bootstrap_values: Some(tensor::from_vec(&[n], bootstrap)?),
+        truncation_values: on_policy(b.truncation_values, &tn)?,
+        bootstrap_values: on_policy(bootstrap, &[n])?,
+        next_obs: if off_policy {
+            Some(tensor::from_vec(&obs_dims, b.next_obs)?)
+        } else {
+            None
+        },
         episode_returns: b.episode_returns,
         episode_lengths: b.episode_lengths,
-        next_obs: None,
     })
 }

@@ -10,7 +10,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::ppo::Ppo;
 use crate::rundir::RunDir;
 
 const KEEP: usize = 3;
@@ -34,9 +33,12 @@ pub struct Loaded {
     pub normalizers: HashMap<String, Vec<u8>>,
 }
 
+/// Writes a checkpoint: the weights actors use, the algorithm's full training state
+/// (optimizers; for SAC also critics and targets), counters and reward statistics.
 pub fn save(
     run: &RunDir,
-    ppo: &Ppo,
+    weights: &[u8],
+    training_state: &[u8],
     counters: &Counters,
     normalizers: &HashMap<String, Vec<u8>>,
 ) -> Result<()> {
@@ -45,8 +47,8 @@ pub fn save(
     let tmp = dir.join(format!(".tmp-{name}"));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
-    fs::write(tmp.join("weights.bin"), ppo.policy().to_bytes())?;
-    fs::write(tmp.join("optimizer.bin"), ppo.optimizer_state_bytes())?;
+    fs::write(tmp.join("weights.bin"), weights)?;
+    fs::write(tmp.join("optimizer.bin"), training_state)?;
     fs::write(
         tmp.join("counters.json"),
         serde_json::to_vec_pretty(counters)?,

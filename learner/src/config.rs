@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::eval::EvalConfig;
 use crate::ppo::PpoConfig;
+use crate::sac::SacConfig;
 
 /// The algorithm a run trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -14,13 +15,20 @@ use crate::ppo::PpoConfig;
 pub enum Algorithm {
     #[default]
     Ppo,
+    Sac,
 }
 
 impl Algorithm {
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::Ppo => "ppo",
+            Algorithm::Sac => "sac",
         }
+    }
+
+    /// Off-policy algorithms train from a replay buffer of transitions.
+    pub fn off_policy(self) -> bool {
+        matches!(self, Algorithm::Sac)
     }
 }
 
@@ -36,6 +44,7 @@ pub struct RunConfig {
     pub model: ModelSection,
     pub eval: EvalConfig,
     pub ppo: PpoConfig,
+    pub sac: SacConfig,
 }
 
 /// The run as a whole.
@@ -201,6 +210,10 @@ impl RunConfig {
                 return Err(format!("{k} must be at least 1"));
             }
         }
+        match self.algorithm {
+            Algorithm::Ppo => self.ppo.validate().map_err(|e| format!("ppo: {e}"))?,
+            Algorithm::Sac => self.sac.validate().map_err(|e| format!("sac: {e}"))?,
+        }
         if !["auto", "cpu", "cuda"].contains(&self.learner.device.as_str()) {
             return Err(format!(
                 "learner.device = '{}': expected auto, cpu or cuda",
@@ -225,11 +238,16 @@ mod tests {
     #[test]
     fn shipped_configs_parse_and_validate() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
-        for name in ["ppo_procgen.toml", "ppo_mujoco.toml", "ppo_cartpole.toml"] {
+        for (name, algorithm) in [
+            ("ppo_procgen.toml", Algorithm::Ppo),
+            ("ppo_mujoco.toml", Algorithm::Ppo),
+            ("ppo_cartpole.toml", Algorithm::Ppo),
+            ("sac_mujoco.toml", Algorithm::Sac),
+        ] {
             let cfg: RunConfig = volley_common::config::load(Some(&dir.join(name)), &[])
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             cfg.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(cfg.algorithm, Algorithm::Ppo);
+            assert_eq!(cfg.algorithm, algorithm, "{name}");
         }
     }
 

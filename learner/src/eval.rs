@@ -15,7 +15,38 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use volley_common::env::{make_vec_env, Actions, EnvId, ObsBuf, Space, VecEnvOptions};
+use volley_common::nn::sac::{SacActor, SacSpec};
 use volley_common::nn::{ModelSpec, Policy};
+
+/// Which network acts in evaluation.
+#[derive(Debug, Clone)]
+pub enum EvalNet {
+    /// A PPO policy: argmax or mean action.
+    Policy(ModelSpec),
+    /// A SAC actor: the squashed mean action.
+    Sac(SacSpec),
+}
+
+enum Net {
+    Policy(Policy),
+    Sac(SacActor),
+}
+
+impl Net {
+    fn load(&mut self, bytes: &[u8]) -> volley_common::nn::NnResult<()> {
+        match self {
+            Net::Policy(p) => p.load_bytes(bytes),
+            Net::Sac(a) => a.load_bytes(bytes),
+        }
+    }
+
+    fn greedy(&self, obs: &Tensor) -> volley_common::nn::NnResult<Tensor> {
+        match self {
+            Net::Policy(p) => Ok(p.act_greedy(obs)?.action),
+            Net::Sac(a) => a.act_deterministic(obs),
+        }
+    }
+}
 
 /// The `[eval]` section of the run config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,7 +110,7 @@ impl std::fmt::Debug for Job {
 impl Evaluator {
     /// Starts the thread; it builds its env and policy first, so a problem with either
     /// is reported here.
-    pub fn start(env_id: &EnvId, spec: &ModelSpec, cfg: &EvalConfig) -> Result<Evaluator> {
+    pub fn start(env_id: &EnvId, net: &EvalNet, cfg: &EvalConfig) -> Result<Evaluator> {
         let env = make_vec_env(
             env_id,
             VecEnvOptions {
@@ -88,8 +119,10 @@ impl Evaluator {
             },
         )
         .with_context(|| format!("cannot make the evaluation envs of {env_id}"))?;
-        let policy =
-            Policy::new(spec.clone(), Device::Cpu).context("cannot build the evaluation policy")?;
+        let policy = match net {
+            EvalNet::Policy(spec) => Net::Policy(Policy::new(spec.clone(), Device::Cpu)?),
+            EvalNet::Sac(spec) => Net::Sac(SacActor::new(spec.clone(), Device::Cpu)?),
+        };
         let (jobs, job_rx) = mpsc::sync_channel::<Job>(0);
         let (result_tx, results) = mpsc::channel();
         let cfg = cfg.clone();
@@ -142,14 +175,80 @@ impl Drop for Evaluator {
     }
 }
 
+/// What a trainer keeps of evaluation: the evaluator, the result to log next and the
+/// best return so far (whose weights are `checkpoints/best`).
+#[derive(Debug, Default)]
+pub struct EvalTracker {
+    evaluator: Option<Evaluator>,
+    last: Option<EvalResult>,
+    best: Option<f64>,
+}
+
+impl EvalTracker {
+    pub fn set_evaluator(&mut self, evaluator: Evaluator) {
+        self.evaluator = Some(evaluator);
+    }
+
+    /// Offers `version` when `every` divides `count` (0: never).
+    pub fn maybe_offer(&self, every: u64, count: u64, version: u64, steps: u64, weights: Bytes) {
+        if every > 0 && count % every == 0 {
+            if let Some(e) = &self.evaluator {
+                e.offer(version, steps, weights);
+            }
+        }
+    }
+
+    /// Takes a finished evaluation, if any: metrics, and the best checkpoint when it
+    /// beats every earlier one.
+    pub fn poll(&mut self, run_dir: &crate::rundir::RunDir) -> Result<()> {
+        let Some(r) = self.evaluator.as_ref().and_then(Evaluator::poll) else {
+            return Ok(());
+        };
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("volley-learner: evaluation failed: {e}");
+                return Ok(());
+            }
+        };
+        metrics::gauge!(volley_common::telemetry::EVAL_RETURN).set(r.return_mean);
+        metrics::gauge!(volley_common::telemetry::EVAL_LENGTH).set(r.length_mean);
+        if self.best.is_none_or(|b| r.return_mean > b) {
+            self.best = Some(r.return_mean);
+            let info = serde_json::json!({
+                "weights_version": r.version,
+                "steps": r.steps,
+                "eval_return_mean": r.return_mean,
+                "eval_length_mean": r.length_mean,
+                "eval_episodes": r.episodes,
+            });
+            crate::checkpoint::save_best(run_dir, &r.weights, &info)
+                .context("cannot write the best checkpoint")?;
+        }
+        self.last = Some(r);
+        Ok(())
+    }
+
+    /// The `eval_*` fields of the next metrics line (nulls when no evaluation
+    /// finished since the last one).
+    pub fn take_fields(&mut self) -> [(&'static str, serde_json::Value); 3] {
+        let e = self.last.take();
+        [
+            ("eval_return_mean", e.as_ref().map(|e| e.return_mean).into()),
+            ("eval_length_mean", e.as_ref().map(|e| e.length_mean).into()),
+            ("eval_weights_version", e.as_ref().map(|e| e.version).into()),
+        ]
+    }
+}
+
 fn evaluate(
     env: &mut dyn volley_common::env::VecEnv,
-    policy: &mut Policy,
+    policy: &mut Net,
     cfg: &EvalConfig,
     job: &Job,
 ) -> Result<EvalResult> {
     policy
-        .load_bytes(&job.weights)
+        .load(&job.weights)
         .context("evaluation cannot load the published weights")?;
     let n = env.num_envs();
     let shape: Vec<i64> = match env.observation_space() {
@@ -174,9 +273,8 @@ fn evaluate(
             ObsBuf::F32(v) => Tensor::from_slice(v),
         }
         .view(shape.as_slice());
-        let act = policy.act_greedy(&obs)?;
-        let flat = act
-            .action
+        let action = policy.greedy(&obs)?;
+        let flat = action
             .to_kind(if discrete { Kind::Int64 } else { Kind::Float })
             .flatten(0, -1);
         let batch = if discrete {

@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod mpdqn;
+pub mod offpolicy;
 pub mod ppo;
 pub mod replay;
 pub mod rundir;

@@ -12,11 +12,15 @@ use tch::Device;
 use tokio::sync::{mpsc, watch};
 use volley_common::config::{apply_override, from_table, load};
 use volley_common::env::{make_vec_env, EnvId, Space, VecEnvOptions};
+use volley_common::nn::sac::SacSpec;
 use volley_common::nn::{ModelKind, ModelSpec};
 use volley_learner::checkpoint::{self, Counters};
-use volley_learner::config::RunConfig;
+use volley_learner::config::{Algorithm, RunConfig};
+use volley_learner::eval::{EvalNet, Evaluator};
+use volley_learner::offpolicy::SacTrainer;
 use volley_learner::ppo::Ppo;
 use volley_learner::rundir::RunDir;
+use volley_learner::sac::Sac;
 use volley_learner::server::{self, RunInfo, ServerOptions, VolleyService};
 use volley_learner::trainer::{Status, Trainer};
 use volley_learner::validate::ActionSpec;
@@ -41,6 +45,12 @@ struct Cli {
     device: Option<String>,
     /// Config overrides, key.path=value.
     overrides: Vec<String>,
+}
+
+/// The algorithm a run trains, with its networks.
+enum Learner {
+    Ppo(Box<Ppo>, std::collections::HashMap<String, Vec<u8>>),
+    Sac(Box<Sac>),
 }
 
 fn resolve_device(want: &str) -> Result<Device> {
@@ -97,10 +107,11 @@ fn run_id(cfg: &RunConfig) -> String {
 fn run_info(
     cfg: &RunConfig,
     run_id: &str,
-    spec: &ModelSpec,
+    model_spec_json: String,
     obs: &Space,
     act: &Space,
 ) -> Result<RunInfo> {
+    let algo = cfg.algorithm.name();
     let (obs_shape, obs_dtype) = match obs {
         Space::Image {
             height,
@@ -109,7 +120,7 @@ fn run_info(
         } => (vec![*height, *width, *channels], DType::U8),
         Space::Box { shape, .. } => (shape.clone(), DType::F32),
         other => bail!(
-            "observation space {} is not supported by ppo",
+            "observation space {} is not supported by {algo}",
             other.describe()
         ),
     };
@@ -118,12 +129,15 @@ fn run_info(
         Space::Box { .. } => ActionSpec::Continuous {
             dim: act.flat_len() as u32,
         },
-        other => bail!("action space {} is not supported by ppo", other.describe()),
+        other => bail!(
+            "action space {} is not supported by {algo}",
+            other.describe()
+        ),
     };
     Ok(RunInfo {
         run_id: run_id.to_string(),
         algorithm: cfg.algorithm.name().to_string(),
-        model_spec_json: serde_json::to_string(spec)?,
+        model_spec_json,
         env_id: cfg.env.id.clone(),
         num_envs: cfg.env.num_envs,
         env_threads: cfg.env.threads,
@@ -132,7 +146,7 @@ fn run_info(
         obs_shape,
         obs_dtype,
         action,
-        off_policy: false,
+        off_policy: cfg.algorithm.off_policy(),
     })
 }
 
@@ -151,7 +165,9 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(d) = &cli.device {
         overrides.push(format!("learner.device={d}"));
     }
-    let (cfg, run_dir, resumed) = match &cli.resume {
+    // A new run's directory is created only once the config, the env and the model
+    // have been checked, so a mistake leaves nothing behind.
+    let (cfg, existing_dir, resumed) = match &cli.resume {
         Some(dir) => {
             let mut table = RunDir::read_config(dir)?;
             for o in &overrides {
@@ -159,13 +175,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             let cfg: RunConfig = from_table(table)?;
             let loaded = checkpoint::load_latest(dir)?;
-            (cfg, RunDir::open(dir.clone())?, Some(loaded))
+            (cfg, Some(RunDir::open(dir.clone())?), Some(loaded))
         }
         None => {
             let cfg: RunConfig = load(cli.config.as_deref(), &overrides)?;
-            cfg.validate().map_err(anyhow::Error::msg)?;
-            let dir = RunDir::create(Path::new(&cfg.run.dir), &run_id(&cfg), &cfg)?;
-            (cfg, dir, None)
+            (cfg, None, None)
         }
     };
     cfg.validate().map_err(anyhow::Error::msg)?;
@@ -192,22 +206,54 @@ fn run(cli: Cli) -> Result<()> {
             probe.action_space().clone(),
         )
     };
-    let spec = ModelSpec::for_spaces(model_kind(&cfg, &obs_space), &obs_space, &act_space)?;
-    let mut ppo = Ppo::new(spec.clone(), cfg.ppo.clone(), device)?;
+    // The algorithm's networks (resumed if asked), the spec actors build theirs from,
+    // and what evaluation acts with.
     let mut counters = Counters::default();
-    let mut normalizers = Default::default();
-    if let Some(l) = resumed {
-        ppo.load_weights(&l.weights)
-            .context("checkpoint weights do not fit the model")?;
-        ppo.load_optimizer_state(&l.optimizer)
-            .context("checkpoint optimizer state does not fit the model")?;
-        counters = l.counters;
-        normalizers = l.normalizers;
+    let resumed_at = resumed.as_ref().map(|l| l.counters);
+    let (model_spec_json, eval_net, learner) = match cfg.algorithm {
+        Algorithm::Ppo => {
+            let spec = ModelSpec::for_spaces(model_kind(&cfg, &obs_space), &obs_space, &act_space)?;
+            let mut ppo = Ppo::new(spec.clone(), cfg.ppo.clone(), device)?;
+            let mut normalizers = Default::default();
+            if let Some(l) = resumed {
+                ppo.load_weights(&l.weights)
+                    .context("checkpoint weights do not fit the model")?;
+                ppo.load_optimizer_state(&l.optimizer)
+                    .context("checkpoint optimizer state does not fit the model")?;
+                counters = l.counters;
+                normalizers = l.normalizers;
+            }
+            (
+                serde_json::to_string(&spec)?,
+                EvalNet::Policy(spec),
+                Learner::Ppo(Box::new(ppo), normalizers),
+            )
+        }
+        Algorithm::Sac => {
+            let spec = SacSpec::for_spaces(&obs_space, &act_space, cfg.sac.hidden.clone())?;
+            let mut sac = Sac::new(spec.clone(), cfg.sac.clone(), device)?;
+            if let Some(l) = resumed {
+                sac.load_state_bytes(&l.optimizer)
+                    .context("checkpoint state does not fit the sac networks")?;
+                counters = l.counters;
+            }
+            (
+                serde_json::to_string(&spec)?,
+                EvalNet::Sac(spec),
+                Learner::Sac(Box::new(sac)),
+            )
+        }
+    };
+    let run_dir = match existing_dir {
+        Some(d) => d,
+        None => RunDir::create(Path::new(&cfg.run.dir), &run_id(&cfg), &cfg)?,
+    };
+    if let Some(c) = resumed_at {
         eprintln!(
             "volley-learner: resumed {} at update {}, {} env steps",
             run_dir.path.display(),
-            counters.updates,
-            counters.steps
+            c.updates,
+            c.steps
         );
     }
 
@@ -230,31 +276,53 @@ fn run(cli: Cli) -> Result<()> {
         metrics_addr
     );
 
-    let info = run_info(&cfg, &run_name, &spec, &obs_space, &act_space)?;
+    let info = run_info(&cfg, &run_name, model_spec_json, &obs_space, &act_space)?;
     let (chunk_tx, chunk_rx) = mpsc::channel(cfg.learner.queue_chunks);
     let (weights_tx, weights_rx) = watch::channel(None);
     let status = Arc::new(Mutex::new(Status::default()));
     let stop = volley_common::signals::stop_on_signals("volley-learner")?;
 
-    let mut trainer = Trainer::new(
-        cfg.clone(),
-        ppo,
-        device,
-        run_dir,
-        counters,
-        weights_tx,
-        Arc::clone(&status),
-    );
-    trainer.restore_normalizers(normalizers)?;
-    if cfg.eval.every_updates > 0 {
-        trainer.set_evaluator(volley_learner::eval::Evaluator::start(
-            &env_id, &spec, &cfg.eval,
-        )?);
-    }
+    let evaluator = if cfg.eval.every_updates > 0 {
+        Some(Evaluator::start(&env_id, &eval_net, &cfg.eval)?)
+    } else {
+        None
+    };
     let train_stop = Arc::clone(&stop);
-    let training = std::thread::Builder::new()
-        .name("volley-train".into())
-        .spawn(move || trainer.run(chunk_rx, train_stop))?;
+    let status2 = Arc::clone(&status);
+    let thread = std::thread::Builder::new().name("volley-train".into());
+    let training = match learner {
+        Learner::Ppo(ppo, normalizers) => {
+            let mut trainer = Trainer::new(
+                cfg.clone(),
+                *ppo,
+                device,
+                run_dir,
+                counters,
+                weights_tx,
+                status2,
+            );
+            trainer.restore_normalizers(normalizers)?;
+            if let Some(e) = evaluator {
+                trainer.set_evaluator(e);
+            }
+            thread.spawn(move || trainer.run(chunk_rx, train_stop))?
+        }
+        Learner::Sac(sac) => {
+            let mut trainer = SacTrainer::new(
+                cfg.clone(),
+                *sac,
+                device,
+                run_dir,
+                counters,
+                weights_tx,
+                status2,
+            )?;
+            if let Some(e) = evaluator {
+                trainer.set_evaluator(e);
+            }
+            thread.spawn(move || trainer.run(chunk_rx, train_stop))?
+        }
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -19,7 +19,7 @@ use volley_common::telemetry as t;
 
 use crate::checkpoint::{self, Counters};
 use crate::config::RunConfig;
-use crate::eval::{EvalResult, Evaluator};
+use crate::eval::{EvalTracker, Evaluator};
 use crate::ppo::{gae, Batch, Ppo, RewardNormalizer};
 use crate::rundir::RunDir;
 use crate::server::WeightsBlob;
@@ -72,11 +72,7 @@ pub struct Trainer {
     last_update: Instant,
     steps_at_last_update: u64,
     /// Greedy evaluation of every `eval.every_updates`-th version, if enabled.
-    evaluator: Option<Evaluator>,
-    /// The evaluation finished since the last metrics line, logged with the next one.
-    last_eval: Option<EvalResult>,
-    /// Best evaluation return so far (the `best` checkpoint's).
-    best_eval: Option<f64>,
+    eval: EvalTracker,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -116,46 +112,13 @@ impl Trainer {
             dropped_since_update: 0,
             started: now,
             last_update: now,
-            evaluator: None,
-            last_eval: None,
-            best_eval: None,
+            eval: EvalTracker::default(),
         }
     }
 
     /// Evaluates published versions with `evaluator`.
     pub fn set_evaluator(&mut self, evaluator: Evaluator) {
-        self.evaluator = Some(evaluator);
-    }
-
-    /// Takes a finished evaluation, if any: metrics, and the best checkpoint when it
-    /// beats every earlier one.
-    fn poll_eval(&mut self) -> Result<()> {
-        let Some(r) = self.evaluator.as_ref().and_then(Evaluator::poll) else {
-            return Ok(());
-        };
-        let r = match r {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("volley-learner: evaluation failed: {e}");
-                return Ok(());
-            }
-        };
-        gauge!(t::EVAL_RETURN).set(r.return_mean);
-        gauge!(t::EVAL_LENGTH).set(r.length_mean);
-        if self.best_eval.is_none_or(|b| r.return_mean > b) {
-            self.best_eval = Some(r.return_mean);
-            let info = serde_json::json!({
-                "weights_version": r.version,
-                "steps": r.steps,
-                "eval_return_mean": r.return_mean,
-                "eval_length_mean": r.length_mean,
-                "eval_episodes": r.episodes,
-            });
-            checkpoint::save_best(&self.run_dir, &r.weights, &info)
-                .context("cannot write the best checkpoint")?;
-        }
-        self.last_eval = Some(r);
-        Ok(())
+        self.eval.set_evaluator(evaluator);
     }
 
     /// Restores the reward statistics of a resumed run (actor id -> saved state).
@@ -194,7 +157,7 @@ impl Trainer {
                 break;
             };
             gauge!(t::QUEUE_DEPTH).set(rx.len() as f64);
-            self.poll_eval()?;
+            self.eval.poll(&self.run_dir)?;
             self.ingest(chunk)?;
             if self.pending_rows >= self.cfg.ppo.batch_steps {
                 self.update()?;
@@ -323,14 +286,15 @@ impl Trainer {
         self.counters.version += 1;
         self.counters.steps += rows as u64;
         let weights = self.publish();
-        let eval_every = self.cfg.eval.every_updates;
-        if eval_every > 0 && self.counters.updates % eval_every == 0 {
-            if let Some(e) = &self.evaluator {
-                e.offer(self.counters.version, self.counters.steps, weights);
-            }
-        }
-        self.poll_eval()?;
-        let eval = self.last_eval.take();
+        let c = &self.counters;
+        self.eval.maybe_offer(
+            self.cfg.eval.every_updates,
+            c.updates,
+            c.version,
+            c.steps,
+            weights,
+        );
+        self.eval.poll(&self.run_dir)?;
 
         let now = Instant::now();
         let fps = (self.counters.steps - self.steps_at_last_update) as f64
@@ -365,7 +329,7 @@ impl Trainer {
         gauge!(t::PPO_CLIP_FRACTION).set(stats.clip_fraction);
         gauge!(t::PPO_EXPLAINED_VARIANCE).set(stats.explained_variance);
 
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "update": self.counters.updates,
             "steps": self.counters.steps,
             "time": self.started.elapsed().as_secs_f64(),
@@ -383,10 +347,10 @@ impl Trainer {
             "weights_version": self.counters.version,
             "policy_lag_mean": lag_mean,
             "chunks_dropped": self.dropped_since_update,
-            "eval_return_mean": eval.as_ref().map(|e| e.return_mean),
-            "eval_length_mean": eval.as_ref().map(|e| e.length_mean),
-            "eval_weights_version": eval.as_ref().map(|e| e.version),
         });
+        for (k, v) in self.eval.take_fields() {
+            line[k] = v;
+        }
         self.dropped_since_update = 0;
         self.run_dir.append_metrics(&line)?;
         if let Ok(mut s) = self.status.lock() {
@@ -409,7 +373,9 @@ impl Trainer {
             .iter()
             .map(|(k, v)| (k.clone(), v.to_bytes()))
             .collect();
-        checkpoint::save(&self.run_dir, &self.ppo, &self.counters, &norms)
+        let weights = self.ppo.policy().to_bytes();
+        let state = self.ppo.optimizer_state_bytes();
+        checkpoint::save(&self.run_dir, &weights, &state, &self.counters, &norms)
             .context("cannot write checkpoint")
     }
 }

@@ -504,3 +504,80 @@ fn an_actor_stops_when_its_learner_comes_back_serving_another_run() {
     assert!(err.contains("now serves run 'change-b'"), "{err}");
     drop(other);
 }
+
+#[test]
+fn sac_learns_hopper_through_the_distributed_path_at_its_replay_ratio() {
+    let dir = std::env::temp_dir().join(format!("volley-test-sac-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _tmp = TempDir(dir.clone());
+    let (port, metrics_port) = (free_port(), free_port());
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/sac_mujoco.toml");
+    let learner = Proc(
+        Command::new(bin("volley-learner"))
+            .args([
+                "--config",
+                &config.display().to_string(),
+                "--device",
+                "cpu",
+                &format!("learner.listen=127.0.0.1:{port}"),
+                &format!("learner.metrics_listen=127.0.0.1:{metrics_port}"),
+                &format!("run.dir={}", dir.display()),
+                "run.name=sac",
+                "run.total_steps=0",
+                "learner.torch_threads=1",
+                "sac.learning_starts=1000",
+                "eval.every_updates=50",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start learner"),
+    );
+    let run = Run {
+        dir: dir.join("sac"),
+        port,
+        metrics_port,
+        learner,
+        _tmp: TempDir(PathBuf::new()),
+    };
+    wait_for(Duration::from_secs(60), "learner listening", || {
+        run_alive(&run)
+    });
+    let m0 = free_port();
+    let _a0 = start_actor(&run, "actor-0", m0);
+    let _a1 = start_actor(&run, "actor-1", free_port());
+
+    // Random Hopper scores about 18; SAC's greedy evaluation must clear it by far.
+    let start = Instant::now();
+    let solved = loop {
+        let ups = updates(&run);
+        if let Some(u) = ups
+            .iter()
+            .find(|u| u["eval_return_mean"].as_f64().unwrap_or(0.0) >= 150.0)
+        {
+            break Some(u.clone());
+        }
+        if start.elapsed() > Duration::from_secs(420) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let last = updates(&run).last().cloned().unwrap_or_default();
+    let u = solved.unwrap_or_else(|| panic!("no evaluation reached 150; last line: {last}"));
+    eprintln!(
+        "sac hopper: eval {} at {} env steps",
+        u["eval_return_mean"], u["steps"]
+    );
+    // One gradient update per env step since learning started, exactly.
+    let ratio = last["replay_ratio"].as_f64().unwrap_or(0.0);
+    assert!(
+        (ratio - 1.0).abs() < 0.01,
+        "replay ratio {ratio}, target 1.0"
+    );
+    assert!(metric(metrics_port, "volley_replay_size").unwrap_or(0.0) >= 1000.0);
+    assert!(
+        metric(m0, "volley_weights_version").unwrap_or(0.0) >= 1.0,
+        "actor on v0"
+    );
+    assert!(run.dir.join("checkpoints/best/weights.bin").is_file());
+}

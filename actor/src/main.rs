@@ -226,7 +226,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("volley-actor: error: {e:#}");
+            volley_common::say!("volley-actor: error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -88,7 +88,7 @@ async fn reconnect(
         Ok(Some((client, _))) => Some(client),
         Ok(None) => None,
         Err(e) => {
-            eprintln!("volley-actor: {e:#}");
+            volley_common::say!("volley-actor: {e:#}");
             if let Ok(mut f) = failure.lock() {
                 f.get_or_insert(format!("{e:#}"));
             }
@@ -118,7 +118,7 @@ pub fn run(opts: RunOptions, stop: Arc<AtomicBool>) -> Result<()> {
     let Some((client, reply)) = rt.block_on(connect(&opts.learner, &request, &stop, None))? else {
         return Ok(());
     };
-    eprintln!(
+    volley_common::say!(
         "volley-actor: {} registered with {} (run {}, {} on {}, weights v{})",
         opts.actor_id,
         opts.learner,
@@ -249,11 +249,15 @@ async fn connect(
                     return Ok(Some((client, reply)));
                 }
                 Err(e) if !e.is_retryable() => bail!("the learner refused registration: {e}"),
-                Err(e) => eprintln!("volley-actor: register with {addr} failed: {e}; retrying"),
+                Err(e) => {
+                    volley_common::say!("volley-actor: register with {addr} failed: {e}; retrying")
+                }
             },
             Err(e) => {
                 if !reconnect {
-                    eprintln!("volley-actor: cannot reach the learner at {addr}: {e}; retrying");
+                    volley_common::say!(
+                        "volley-actor: cannot reach the learner at {addr}: {e}; retrying"
+                    );
                 }
             }
         }
@@ -272,7 +276,7 @@ async fn sender_loop(link: Link, mut client: Client, mut rx: mpsc::Receiver<Chun
                     break;
                 }
                 Err(e) if e.is_retryable() => {
-                    eprintln!("volley-actor: lost the learner ({e}); reconnecting");
+                    volley_common::say!("volley-actor: lost the learner ({e}); reconnecting");
                     match link.reconnect().await {
                         Some(c) => client = c,
                         None => return,
@@ -280,7 +284,7 @@ async fn sender_loop(link: Link, mut client: Client, mut rx: mpsc::Receiver<Chun
                 }
                 Err(e) => {
                     // The learner judged this chunk invalid: keep going with the next.
-                    eprintln!("volley-actor: chunk {} rejected: {e}", chunk.seq);
+                    volley_common::say!("volley-actor: chunk {} rejected: {e}", chunk.seq);
                     break;
                 }
             }
@@ -319,7 +323,7 @@ async fn weights_loop(link: Link, mut client: Client, latest: Latest) {
                     }
                 }
             }
-            Err(e) => eprintln!("volley-actor: weights subscription failed: {e}"),
+            Err(e) => volley_common::say!("volley-actor: weights subscription failed: {e}"),
         }
         if link.stop.load(Ordering::SeqCst) {
             return;

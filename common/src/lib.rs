@@ -9,6 +9,28 @@
 //! - [`signals`]: SIGINT/SIGTERM as a stop flag.
 //! - [`deps`]: where the native dependencies installed by `deploy/setup.sh` live.
 
+/// Writes a line to stderr, ignoring failure: a process must not die because the
+/// reader of its stderr went away (`deploy/local.sh | tee log` and Ctrl-C), as
+/// `eprintln!` would make it (it panics on a closed stderr).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Like [`say!`] without the newline.
+#[macro_export]
+macro_rules! say_inline {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let mut e = ::std::io::stderr();
+        let _ = ::std::write!(e, $($arg)*);
+        let _ = e.flush();
+    }};
+}
+
 pub mod config;
 pub mod deps;
 pub mod env;

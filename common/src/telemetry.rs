@@ -34,6 +34,11 @@ pub const PPO_ENTROPY: &str = "volley_ppo_entropy";
 pub const PPO_APPROX_KL: &str = "volley_ppo_approx_kl";
 pub const PPO_CLIP_FRACTION: &str = "volley_ppo_clip_fraction";
 pub const PPO_EXPLAINED_VARIANCE: &str = "volley_ppo_explained_variance";
+// Off-policy learning.
+pub const REPLAY_SIZE: &str = "volley_replay_size";
+pub const REPLAY_RATIO: &str = "volley_replay_ratio";
+pub const REPLAY_RATIO_TARGET: &str = "volley_replay_ratio_target";
+pub const UPDATES_PER_SEC: &str = "volley_updates_per_second";
 pub const EVAL_RETURN: &str = "volley_eval_return";
 pub const EVAL_LENGTH: &str = "volley_eval_length";
 // Actor inference.

@@ -207,7 +207,7 @@ impl EvalTracker {
         let r = match r {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("volley-learner: evaluation failed: {e}");
+                volley_common::say!("volley-learner: evaluation failed: {e}");
                 return Ok(());
             }
         };

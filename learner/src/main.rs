@@ -154,7 +154,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("volley-learner: error: {e:#}");
+            volley_common::say!("volley-learner: error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -249,7 +249,7 @@ fn run(cli: Cli) -> Result<()> {
         None => RunDir::create(Path::new(&cfg.run.dir), &run_id(&cfg), &cfg)?,
     };
     if let Some(c) = resumed_at {
-        eprintln!(
+        volley_common::say!(
             "volley-learner: resumed {} at update {}, {} env steps",
             run_dir.path.display(),
             c.updates,
@@ -265,7 +265,7 @@ fn run(cli: Cli) -> Result<()> {
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    eprintln!(
+    volley_common::say!(
         "volley-learner: run {} in {} | {} on {} | device {:?} | grpc {} | metrics http://{}/metrics",
         run_name,
         run_dir.path.display(),
@@ -396,13 +396,13 @@ fn status_printer(
                 s.steps, s.received, s.fps, ret, s.updates, s.version, s.actors, s.dropped
             );
             if tty {
-                eprint!("\r\x1b[2K{line}");
+                volley_common::say_inline!("\r\x1b[2K{line}");
             } else {
-                eprintln!("{line}");
+                volley_common::say!("{line}");
             }
         }
         if tty {
-            eprintln!();
+            volley_common::say!();
         }
     })
 }

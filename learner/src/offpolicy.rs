@@ -31,12 +31,6 @@ use crate::server::WeightsBlob;
 use crate::trainer::Status;
 use crate::validate::ValidChunk;
 
-/// Replay metrics (declared here: only off-policy runs have them).
-pub const REPLAY_SIZE: &str = "volley_replay_size";
-pub const REPLAY_RATIO: &str = "volley_replay_ratio";
-pub const REPLAY_RATIO_TARGET: &str = "volley_replay_ratio_target";
-pub const UPDATES_PER_SEC: &str = "volley_updates_per_second";
-
 /// SAC's training thread.
 pub struct SacTrainer {
     cfg: RunConfig,
@@ -85,7 +79,7 @@ impl SacTrainer {
             device,
         )
         .context("cannot allocate the replay buffer (sac.buffer_size, sac.buffer_max_gib)")?;
-        gauge!(REPLAY_RATIO_TARGET).set(cfg.sac.replay_ratio);
+        gauge!(t::REPLAY_RATIO_TARGET).set(cfg.sac.replay_ratio);
         let now = Instant::now();
         Ok(SacTrainer {
             rng: StdRng::seed_from_u64(cfg.run.seed),
@@ -132,7 +126,7 @@ impl SacTrainer {
             self.eval.poll(&self.run_dir)?;
             self.ingest(chunk)?;
             if total > 0 && self.counters.steps >= total {
-                eprintln!("volley-learner: reached run.total_steps = {total}, stopping");
+                volley_common::say!("volley-learner: reached run.total_steps = {total}, stopping");
                 stop.store(true, Ordering::SeqCst);
                 break;
             }
@@ -164,7 +158,7 @@ impl SacTrainer {
             )
             .context("cannot store the chunk's transitions")?;
         self.counters.steps += rows as u64;
-        gauge!(REPLAY_SIZE).set(self.replay.len() as f64);
+        gauge!(t::REPLAY_SIZE).set(self.replay.len() as f64);
 
         if (self.replay.len() as u64) < self.cfg.sac.learning_starts {
             return Ok(());
@@ -189,7 +183,7 @@ impl SacTrainer {
         self.counters.version += 1;
         let took = start.elapsed().as_secs_f64();
         histogram!(t::UPDATE_DURATION).record(took / owed as f64);
-        gauge!(REPLAY_RATIO).set(self.counters_ratio());
+        gauge!(t::REPLAY_RATIO).set(self.counters_ratio());
         let weights = self.publish();
         let c = &self.counters;
         self.eval.maybe_offer(
@@ -225,7 +219,7 @@ impl SacTrainer {
         let ups = (self.counters.updates - updates0) as f64 / dt;
         self.last_log = (now, self.counters.steps, self.counters.updates);
         gauge!(t::ENV_STEPS_PER_SEC).set(fps);
-        gauge!(UPDATES_PER_SEC).set(ups);
+        gauge!(t::UPDATES_PER_SEC).set(ups);
         metrics::counter!(t::ENV_STEPS).absolute(self.counters.steps);
         metrics::counter!(t::UPDATES).absolute(self.counters.updates);
         let n = self.recent.len() as f64;

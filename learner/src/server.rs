@@ -443,7 +443,7 @@ impl Volley for VolleyService {
                 .insert(req.actor_id.clone(), Arc::clone(&self.shared.spec))
                 .is_some()
         };
-        eprintln!(
+        volley_common::say!(
             "volley-learner: actor {:?} {} from {}",
             req.actor_id,
             if replaced {

@@ -162,7 +162,9 @@ impl Trainer {
             if self.pending_rows >= self.cfg.ppo.batch_steps {
                 self.update()?;
                 if total > 0 && self.counters.steps >= total {
-                    eprintln!("volley-learner: reached run.total_steps = {total}, stopping");
+                    volley_common::say!(
+                        "volley-learner: reached run.total_steps = {total}, stopping"
+                    );
                     stop.store(true, Ordering::SeqCst);
                     break;
                 }

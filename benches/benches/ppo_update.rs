@@ -121,20 +121,7 @@ fn run(case: &Case, device: Device, rows: i64, updates: usize) -> Result<Row> {
 
 fn main() -> Result<()> {
     let a = volley_benches::BenchArgs::parse(0.0, 3);
-    if let Some(t) = a.threads {
-        tch::set_num_threads(t);
-    }
-    let mut devices = Vec::new();
-    if a.cpu {
-        devices.push(Device::Cpu);
-    }
-    if a.cuda {
-        if tch::Cuda::is_available() {
-            devices.push(Device::Cuda(0));
-        } else {
-            eprintln!("cuda: not available to libtorch in this build, skipped");
-        }
-    }
+    let devices = a.devices();
     let mut rows = Vec::new();
     for case in cases()?.into_iter().filter(|c| a.wants(c.name)) {
         for &d in &devices {

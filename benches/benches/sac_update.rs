@@ -127,20 +127,7 @@ fn run(
 
 fn main() -> Result<()> {
     let a = volley_benches::BenchArgs::parse(5.0, 0);
-    if let Some(t) = a.threads {
-        tch::set_num_threads(t);
-    }
-    let mut devices = Vec::new();
-    if a.cpu {
-        devices.push(Device::Cpu);
-    }
-    if a.cuda {
-        if tch::Cuda::is_available() {
-            devices.push(Device::Cuda(0));
-        } else {
-            eprintln!("cuda: not available to libtorch in this build, skipped");
-        }
-    }
+    let devices = a.devices();
     let cases = [
         ("hopper-sized: 11-d obs, 3-d actions", 11, 3),
         ("ant-sized: 105-d obs, 8-d actions", 105, 8),

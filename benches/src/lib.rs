@@ -122,6 +122,26 @@ impl BenchArgs {
         a
     }
 
+    /// The torch devices to measure on (`--cpu-only`, `--cuda-only`), after applying
+    /// `--threads`; CUDA is skipped, with a note, where libtorch has none.
+    pub fn devices(&self) -> Vec<tch::Device> {
+        if let Some(t) = self.threads {
+            tch::set_num_threads(t);
+        }
+        let mut devices = Vec::new();
+        if self.cpu {
+            devices.push(tch::Device::Cpu);
+        }
+        if self.cuda {
+            if tch::Cuda::is_available() {
+                devices.push(tch::Device::Cuda(0));
+            } else {
+                eprintln!("cuda: not available to libtorch in this build, skipped");
+            }
+        }
+        devices
+    }
+
     /// Whether a case named `name` is selected by `--only`.
     pub fn wants(&self, name: &str) -> bool {
         self.only.as_ref().is_none_or(|o| name.contains(o.as_str()))

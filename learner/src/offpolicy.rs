@@ -18,7 +18,7 @@ use metrics::{gauge, histogram};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use volley_common::telemetry as t;
 
 use crate::checkpoint::{self, Counters};
@@ -27,7 +27,7 @@ use crate::eval::{EvalTracker, Evaluator};
 use crate::replay::ReplayBuffer;
 use crate::rundir::RunDir;
 use crate::sac::{Sac, SacStats, UpdateBudget};
-use crate::server::WeightsBlob;
+use crate::server::{publish_weights, WeightsSender};
 use crate::trainer::Status;
 use crate::validate::ValidChunk;
 
@@ -39,7 +39,7 @@ pub struct SacTrainer {
     budget: UpdateBudget,
     rng: StdRng,
     run_dir: RunDir,
-    weights_tx: watch::Sender<Option<Arc<WeightsBlob>>>,
+    weights_tx: WeightsSender,
     status: Arc<Mutex<Status>>,
     /// `updates`: gradient updates; `steps`: env steps stored; `version`: weights
     /// published (one per chunk that brought updates).
@@ -67,7 +67,7 @@ impl SacTrainer {
         device: Device,
         run_dir: RunDir,
         counters: Counters,
-        weights_tx: watch::Sender<Option<Arc<WeightsBlob>>>,
+        weights_tx: WeightsSender,
         status: Arc<Mutex<Status>>,
     ) -> Result<SacTrainer> {
         let spec = sac.spec().clone();
@@ -104,13 +104,11 @@ impl SacTrainer {
     }
 
     fn publish(&self) -> bytes::Bytes {
-        let data = bytes::Bytes::from(self.sac.actor_weights());
-        gauge!(t::WEIGHTS_VERSION).set(self.counters.version as f64);
-        self.weights_tx.send_replace(Some(Arc::new(WeightsBlob {
-            version: self.counters.version,
-            data: data.clone(),
-        })));
-        data
+        publish_weights(
+            &self.weights_tx,
+            self.counters.version,
+            self.sac.actor_weights(),
+        )
     }
 
     /// Runs until the queue closes, `stop` is set or the step budget is spent; then

@@ -125,6 +125,18 @@ pub struct WeightsBlob {
 
 /// The sending half the trainer publishes weights through.
 pub type WeightsSender = watch::Sender<Option<Arc<WeightsBlob>>>;
+
+/// Publishes one version to every weight stream (serialised once, shared) and
+/// returns the bytes, for evaluation.
+pub fn publish_weights(tx: &WeightsSender, version: u64, data: Vec<u8>) -> Bytes {
+    let data = Bytes::from(data);
+    gauge!(t::WEIGHTS_VERSION).set(version as f64);
+    tx.send_replace(Some(Arc::new(WeightsBlob {
+        version,
+        data: data.clone(),
+    })));
+    data
+}
 /// The receiving half the service streams weights from.
 pub type WeightsReceiver = watch::Receiver<Option<Arc<WeightsBlob>>>;
 

@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use metrics::{counter, gauge, histogram};
 use tch::{Device, Tensor};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use volley_common::telemetry as t;
 
 use crate::checkpoint::{self, Counters};
@@ -22,7 +22,7 @@ use crate::config::RunConfig;
 use crate::eval::{EvalTracker, Evaluator};
 use crate::ppo::{gae, Batch, Ppo, RewardNormalizer};
 use crate::rundir::RunDir;
-use crate::server::WeightsBlob;
+use crate::server::{publish_weights, WeightsSender};
 use crate::validate::ValidChunk;
 
 /// What the console status line shows, shared with the status thread.
@@ -57,7 +57,7 @@ pub struct Trainer {
     ppo: Ppo,
     device: Device,
     run_dir: RunDir,
-    weights_tx: watch::Sender<Option<Arc<WeightsBlob>>>,
+    weights_tx: WeightsSender,
     status: Arc<Mutex<Status>>,
     /// Running reward statistics per actor (one stream per env of that actor).
     normalizers: HashMap<String, RewardNormalizer>,
@@ -91,7 +91,7 @@ impl Trainer {
         device: Device,
         run_dir: RunDir,
         counters: Counters,
-        weights_tx: watch::Sender<Option<Arc<WeightsBlob>>>,
+        weights_tx: WeightsSender,
         status: Arc<Mutex<Status>>,
     ) -> Trainer {
         let now = Instant::now();
@@ -134,14 +134,11 @@ impl Trainer {
     /// Serialises the current weights once and hands them to every weight stream;
     /// returns the bytes, shared.
     pub fn publish(&self) -> bytes::Bytes {
-        let data = bytes::Bytes::from(self.ppo.policy().to_bytes());
-        let blob = WeightsBlob {
-            version: self.counters.version,
-            data: data.clone(),
-        };
-        gauge!(t::WEIGHTS_VERSION).set(self.counters.version as f64);
-        self.weights_tx.send_replace(Some(Arc::new(blob)));
-        data
+        publish_weights(
+            &self.weights_tx,
+            self.counters.version,
+            self.ppo.policy().to_bytes(),
+        )
     }
 
     /// Runs until the queue closes, `stop` is set or the step budget is spent; then

@@ -84,8 +84,12 @@ pub struct ClientOptions {
     pub stream_window_bytes: u32,
     /// HTTP/2 flow-control window per connection.
     pub connection_window_bytes: u32,
-    /// HTTP/2 keepalive ping interval, to notice a learner that vanished.
+    /// HTTP/2 keepalive ping interval, to notice a learner that vanished or a link
+    /// that went dead (TCP alone would wait minutes).
     pub keepalive: Option<Duration>,
+    /// How long a keepalive ping may go unanswered before the connection counts as
+    /// dead: a dead link is noticed within `keepalive + keepalive_timeout`.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -96,7 +100,8 @@ impl Default for ClientOptions {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             stream_window_bytes: 16 << 20,
             connection_window_bytes: 64 << 20,
-            keepalive: Some(Duration::from_secs(20)),
+            keepalive: Some(Duration::from_secs(10)),
+            keepalive_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -139,7 +144,7 @@ impl Client {
         if let Some(interval) = options.keepalive {
             endpoint = endpoint
                 .http2_keep_alive_interval(interval)
-                .keep_alive_timeout(interval)
+                .keep_alive_timeout(options.keepalive_timeout)
                 .keep_alive_while_idle(true);
         }
         let auth = if options.auth_token.is_empty() {
@@ -279,6 +284,12 @@ fn check_reply(reply: &RegisterReply) -> ClientResult<()> {
         .map_err(|err| ClientError::BadReply(format!("obs dtype: {err}")))?;
     match ActionKind::try_from(reply.action_kind) {
         Ok(ActionKind::Discrete | ActionKind::Continuous) => {}
+        Ok(ActionKind::Parameterised) if reply.action_params > 0 => {}
+        Ok(ActionKind::Parameterised) => {
+            return Err(ClientError::BadReply(
+                "parameterised actions without parameters (action_params = 0)".into(),
+            ))
+        }
         _ => {
             return Err(ClientError::BadReply(format!(
                 "unknown action kind {}",

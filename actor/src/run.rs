@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use volley_common::env::{
     make_vec_env, EnvId, EnvRng, ObsBuf, RandomActions, Space, VecEnv, VecEnvOptions,
 };
+use volley_common::nn::mpdqn::{ExploreSettings, Explorer, MpdqnNet, MpdqnSpec};
 use volley_common::nn::sac::{SacActor, SacSpec};
 use volley_common::nn::{ModelSpec, Policy};
 use volley_common::telemetry as t;
@@ -47,9 +48,10 @@ pub struct RunOptions {
     pub seed: u64,
 }
 
-/// What acts: a PPO policy (sampled actions, with their log-probs and values), or a
+/// What acts: a PPO policy (sampled actions, with their log-probs and values), a
 /// SAC actor, which acts uniformly at random until the learner publishes its first
-/// update (weights version 1), as in CleanRL's warm-up.
+/// update (weights version 1), as in CleanRL's warm-up, or MP-DQN's networks with
+/// epsilon-greedy choices and Ornstein-Uhlenbeck noise on the parameters.
 enum Agent {
     Ppo(Policy),
     Sac {
@@ -57,19 +59,40 @@ enum Agent {
         random: RandomActions,
         rng: EnvRng,
     },
+    Mpdqn {
+        net: MpdqnNet,
+        explorer: Explorer,
+        settings: ExploreSettings,
+        /// The run's finished episodes when the newest weights were published.
+        run_episodes: u64,
+        /// Episodes this actor finished since those weights arrived.
+        own_episodes: u64,
+    },
 }
 
 impl Agent {
-    fn load_bytes(&mut self, bytes: &[u8]) -> volley_common::nn::NnResult<()> {
+    fn load(&mut self, bytes: &[u8], episodes: u64) -> volley_common::nn::NnResult<()> {
         match self {
             Agent::Ppo(p) => p.load_bytes(bytes),
             Agent::Sac { actor, .. } => actor.load_bytes(bytes),
+            Agent::Mpdqn {
+                net,
+                run_episodes,
+                own_episodes,
+                ..
+            } => {
+                net.load_bytes(bytes)?;
+                *run_episodes = episodes;
+                *own_episodes = 0;
+                Ok(())
+            }
         }
     }
 }
 
-/// The newest weights received, taken by the env loop between steps.
-type Latest = Arc<Mutex<Option<(u64, Bytes)>>>;
+/// The newest weights received (version, the learner's episode count, bytes), taken
+/// by the env loop between steps.
+type Latest = Arc<Mutex<Option<(u64, u64, Bytes)>>>;
 
 /// Why the network tasks gave up (the learner now serves another run), if they did.
 type Failure = Arc<Mutex<Option<String>>>;
@@ -150,8 +173,23 @@ pub fn run(opts: RunOptions, stop: Arc<AtomicBool>) -> Result<()> {
                 rng: EnvRng::seed_from_u64(opts.seed ^ 0x5ac),
             }
         }
+        "mpdqn" => {
+            let spec: MpdqnSpec =
+                serde_json::from_str(&reply.model_spec_json).context(unreadable)?;
+            let settings: ExploreSettings = serde_json::from_str(&reply.explore_json)
+                .context("the learner sent exploration settings this actor cannot read")?;
+            let explorer = settings.explorer(num_envs, spec.param_dim(), opts.seed ^ 0xd09);
+            Agent::Mpdqn {
+                net: MpdqnNet::new(spec, Device::Cpu)
+                    .context("cannot build the mp-dqn networks")?,
+                explorer,
+                settings,
+                run_episodes: 0,
+                own_episodes: 0,
+            }
+        }
         other => bail!(
-            "run {} trains {other}, which this actor does not act for yet (ppo, sac)",
+            "run {} trains {other}, which this actor does not act for (ppo, sac, mpdqn)",
             reply.run_id
         ),
     };
@@ -169,13 +207,14 @@ pub fn run(opts: RunOptions, stop: Arc<AtomicBool>) -> Result<()> {
         // blocked handing them a chunk).
         stop: Arc::clone(&stop),
         failure: Arc::clone(&failure),
+        current: Arc::new(tokio::sync::Mutex::new((0, client.clone()))),
     };
     let weights_task = rt.spawn(weights_loop(
         link.clone(),
-        client.clone(),
+        (0, client.clone()),
         Arc::clone(&latest),
     ));
-    let sender_task = rt.spawn(sender_loop(link, client, rx));
+    let sender_task = rt.spawn(sender_loop(link, (0, client), rx));
 
     let result = env_loop(
         &mut *env, &mut agent, &latest, &version, &tx, steps, &env_id, &opts, &stop,
@@ -203,18 +242,33 @@ struct Link {
     first: RegisterReply,
     stop: Arc<AtomicBool>,
     failure: Failure,
+    /// The connection both network tasks use, with a generation that counts
+    /// reconnections: when both notice one outage, one reconnects and the other
+    /// takes its client, so an outage is one reconnection and one registration.
+    current: Arc<tokio::sync::Mutex<(u64, Client)>>,
 }
 
+/// A task's connection: its generation and client.
+type Conn = (u64, Client);
+
 impl Link {
-    async fn reconnect(&self) -> Option<Client> {
-        reconnect(
+    /// A working connection newer than `stale` (the one that failed): the other
+    /// task's if it already reconnected, else a new one. `None`: stop.
+    async fn reconnect(&self, stale: u64) -> Option<Conn> {
+        let mut current = self.current.lock().await;
+        if current.0 > stale {
+            return Some(current.clone());
+        }
+        let client = reconnect(
             &self.addr,
             &self.request,
             &self.stop,
             &self.first,
             &self.failure,
         )
-        .await
+        .await?;
+        *current = (current.0 + 1, client);
+        Some(current.clone())
     }
 }
 
@@ -237,6 +291,10 @@ async fn connect(
                 Ok(reply) => {
                     if let Some(e) = expect {
                         counter!(t::RECONNECTS).increment(1);
+                        volley_common::say!(
+                            "volley-actor: reconnected to {addr} (weights v{})",
+                            reply.weights_version
+                        );
                         if (&reply.run_id, &reply.env_id, &reply.model_spec_json)
                             != (&e.run_id, &e.env_id, &e.model_spec_json)
                         {
@@ -265,11 +323,11 @@ async fn connect(
     }
 }
 
-async fn sender_loop(link: Link, mut client: Client, mut rx: mpsc::Receiver<Chunk>) {
+async fn sender_loop(link: Link, mut conn: Conn, mut rx: mpsc::Receiver<Chunk>) {
     while let Some(chunk) = rx.recv().await {
         let bytes = chunk_bytes(&chunk);
         loop {
-            match client.push(chunk.clone()).await {
+            match conn.1.push(chunk.clone()).await {
                 Ok(_) => {
                     counter!(t::CHUNKS_SENT).increment(1);
                     counter!(t::BYTES_OUT).increment(bytes);
@@ -277,8 +335,8 @@ async fn sender_loop(link: Link, mut client: Client, mut rx: mpsc::Receiver<Chun
                 }
                 Err(e) if e.is_retryable() => {
                     volley_common::say!("volley-actor: lost the learner ({e}); reconnecting");
-                    match link.reconnect().await {
-                        Some(c) => client = c,
+                    match link.reconnect(conn.0).await {
+                        Some(c) => conn = c,
                         None => return,
                     }
                 }
@@ -303,23 +361,25 @@ fn chunk_bytes(c: &Chunk) -> u64 {
         &c.truncated,
         &c.truncation_values,
         &c.bootstrap_values,
+        &c.next_obs,
+        &c.action_params,
     ]
     .iter()
     .map(|t| t.as_ref().map_or(0, |t| t.data.len() as u64))
     .sum()
 }
 
-async fn weights_loop(link: Link, mut client: Client, latest: Latest) {
+async fn weights_loop(link: Link, mut conn: Conn, latest: Latest) {
     loop {
         // Always ask for the learner's current version (have = 0): after a resume
         // from an older checkpoint its versions may be lower than the one in use.
-        match client.subscribe_weights(&link.request.actor_id, 0).await {
+        match conn.1.subscribe_weights(&link.request.actor_id, 0).await {
             Ok(mut stream) => {
                 // Ends when the learner goes away or closes the stream.
                 while let Ok(Some(w)) = stream.message().await {
                     counter!(t::BYTES_IN).increment(w.data.len() as u64);
                     if let Ok(mut l) = latest.lock() {
-                        *l = Some((w.version, w.data));
+                        *l = Some((w.version, w.episodes, w.data));
                     }
                 }
             }
@@ -328,8 +388,9 @@ async fn weights_loop(link: Link, mut client: Client, latest: Latest) {
         if link.stop.load(Ordering::SeqCst) {
             return;
         }
-        match link.reconnect().await {
-            Some(c) => client = c,
+        volley_common::say!("volley-actor: the weights stream ended; reconnecting");
+        match link.reconnect(conn.0).await {
+            Some(c) => conn = c,
             None => return,
         }
     }
@@ -347,9 +408,11 @@ struct ChunkBuf {
     terminated: Vec<bool>,
     truncated: Vec<bool>,
     truncation_values: Vec<f32>,
-    /// Off-policy (SAC): the observation after each step (the final one where an
-    /// episode ended).
+    /// Off-policy (SAC, MP-DQN): the observation after each step (the final one where
+    /// an episode ended).
     next_obs: Vec<f32>,
+    /// MP-DQN: the parameters of every choice, `[-1, 1]` units, noise included.
+    action_params: Vec<f32>,
     episode_returns: Vec<f32>,
     episode_lengths: Vec<u32>,
 }
@@ -427,6 +490,7 @@ fn env_loop(
             truncated: Vec::with_capacity(steps * n),
             truncation_values: Vec::with_capacity(steps * n),
             next_obs: Vec::new(),
+            action_params: Vec::new(),
             episode_returns: Vec::new(),
             episode_lengths: Vec::new(),
         };
@@ -482,6 +546,27 @@ fn env_loop(
                     buf.actions_f32.extend_from_slice(&clipped);
                     env.step(volley_common::env::Actions::Continuous(&clipped))?
                 }
+                Agent::Mpdqn {
+                    net,
+                    explorer,
+                    settings,
+                    run_episodes,
+                    own_episodes,
+                } => {
+                    explorer.epsilon = settings.epsilon(*run_episodes + *own_episodes);
+                    gauge!(t::EXPLORE_EPSILON).set(explorer.epsilon);
+                    let Some(o) = env.batch().obs.as_f32() else {
+                        bail!("mp-dqn needs vector observations");
+                    };
+                    let a = net.act(o, explorer)?;
+                    histogram!(t::INFERENCE_LATENCY).record(t0.elapsed().as_secs_f64());
+                    buf.actions_i64.extend_from_slice(&a.choice);
+                    buf.action_params.extend_from_slice(&a.params);
+                    env.step(volley_common::env::Actions::Parameterised {
+                        choice: &a.choice,
+                        params: &a.env_params,
+                    })?
+                }
             };
             buf.rewards.extend_from_slice(&batch.reward);
             buf.terminated.extend_from_slice(&batch.terminated);
@@ -500,10 +585,10 @@ fn env_loop(
                     }
                     buf.truncation_values.extend_from_slice(&tv);
                 }
-                Agent::Sac { .. } => {
+                Agent::Sac { .. } | Agent::Mpdqn { .. } => {
                     let (Some(now), Some(last)) = (batch.obs.as_f32(), batch.final_obs.as_f32())
                     else {
-                        bail!("sac needs vector observations with final observations");
+                        bail!("off-policy runs need vector observations with final observations");
                     };
                     for i in 0..n {
                         let row = if batch.done(i) { last } else { now };
@@ -513,6 +598,9 @@ fn env_loop(
                 }
             }
             for (_, ret, len) in batch.finished_episodes() {
+                if let Agent::Mpdqn { own_episodes, .. } = agent {
+                    *own_episodes += 1;
+                }
                 buf.episode_returns.push(ret);
                 buf.episode_lengths.push(len);
                 histogram!(t::EPISODE_RETURN, "env" => env_label.clone()).record(f64::from(ret));
@@ -528,7 +616,7 @@ fn env_loop(
                 let obs = obs_tensor(&env.batch().obs, n, &obs_shape);
                 f32_vec(&tch::no_grad(|| policy.value(&obs))?)
             }
-            Agent::Sac { .. } => Vec::new(),
+            Agent::Sac { .. } | Agent::Mpdqn { .. } => Vec::new(),
         };
         let chunk = build_chunk(
             buf,
@@ -561,11 +649,11 @@ fn env_loop(
 /// Loads the newest received weights, if any arrived since the last call.
 fn load_latest(agent: &mut Agent, latest: &Latest, version: &AtomicU64) -> Result<bool> {
     let next = latest.lock().ok().and_then(|mut l| l.take());
-    let Some((v, data)) = next else {
+    let Some((v, episodes, data)) = next else {
         return Ok(version.load(Ordering::SeqCst) > 0);
     };
     agent
-        .load_bytes(&data)
+        .load(&data, episodes)
         .context("the learner sent weights that do not fit the model")?;
     version.store(v, Ordering::SeqCst);
     gauge!(t::WEIGHTS_VERSION).set(v as f64);
@@ -605,7 +693,13 @@ fn build_chunk(
     } else {
         tensor::from_vec(&obs_dims, b.obs_u8)?
     };
-    let actions = if act_dim == 0 {
+    let action_params = if b.action_params.is_empty() {
+        None
+    } else {
+        let p = b.action_params.len() / (steps * n).max(1);
+        Some(tensor::from_vec(&[steps, n, p], b.action_params)?)
+    };
+    let actions = if act_dim == 0 || !b.actions_i64.is_empty() {
         tensor::from_vec(&tn, b.actions_i64)?
     } else {
         tensor::from_vec(&[steps, n, act_dim], b.actions_f32)?
@@ -638,6 +732,7 @@ fn build_chunk(
         } else {
             None
         },
+        action_params,
         episode_returns: b.episode_returns,
         episode_lengths: b.episode_lengths,
     })

@@ -79,6 +79,7 @@ fn run_info(a: &Args) -> RunInfo {
         obs_dtype: DType::U8,
         action: ActionSpec::Discrete { n: ACTIONS },
         off_policy: false,
+        explore_json: String::new(),
     }
 }
 
@@ -108,6 +109,7 @@ fn chunk(a: &Args, actor_id: &str) -> Result<Chunk> {
         episode_returns: vec![],
         episode_lengths: vec![],
         next_obs: None,
+        action_params: None,
     })
 }
 

@@ -41,6 +41,16 @@ pub const REPLAY_RATIO_TARGET: &str = "volley_replay_ratio_target";
 pub const UPDATES_PER_SEC: &str = "volley_updates_per_second";
 pub const EVAL_RETURN: &str = "volley_eval_return";
 pub const EVAL_LENGTH: &str = "volley_eval_length";
+pub const Q_MEAN: &str = "volley_q_mean";
+pub const SAC_Q_LOSS: &str = "volley_sac_q_loss";
+pub const SAC_ACTOR_LOSS: &str = "volley_sac_actor_loss";
+pub const SAC_ALPHA: &str = "volley_sac_alpha";
+pub const MPDQN_Q_LOSS: &str = "volley_mpdqn_q_loss";
+pub const MPDQN_PARAM_LOSS: &str = "volley_mpdqn_param_loss";
+// Exploration (actors).
+pub const EXPLORE_EPSILON: &str = "volley_explore_epsilon";
+// Learner process.
+pub const LEARNER_MEMORY: &str = "volley_learner_memory_bytes";
 // Actor inference.
 pub const INFERENCE_LATENCY: &str = "volley_inference_latency_seconds";
 
@@ -140,6 +150,43 @@ pub fn describe_all() {
         INFERENCE_LATENCY,
         Unit::Seconds,
         "actor policy forward pass per batch"
+    );
+    describe_gauge!(REPLAY_SIZE, Unit::Count, "transitions in the replay buffer");
+    describe_gauge!(
+        REPLAY_RATIO,
+        "gradient updates per env step stored since learning started"
+    );
+    describe_gauge!(
+        REPLAY_RATIO_TARGET,
+        "configured gradient updates per env step"
+    );
+    describe_gauge!(UPDATES_PER_SEC, "gradient updates per second");
+    describe_gauge!(EVAL_RETURN, "mean return of the last greedy evaluation");
+    describe_gauge!(
+        EVAL_LENGTH,
+        Unit::Count,
+        "mean episode length of the last greedy evaluation"
+    );
+    describe_gauge!(Q_MEAN, "mean Q value of the last update's batch");
+    describe_gauge!(
+        SAC_Q_LOSS,
+        "SAC mean of the twin Q losses of the last update"
+    );
+    describe_gauge!(SAC_ACTOR_LOSS, "SAC actor loss of the last actor step");
+    describe_gauge!(SAC_ALPHA, "SAC entropy temperature");
+    describe_gauge!(MPDQN_Q_LOSS, "MP-DQN Q-network loss of the last update");
+    describe_gauge!(
+        MPDQN_PARAM_LOSS,
+        "MP-DQN parameter-network loss (-sum_k Q_k) of the last update"
+    );
+    describe_gauge!(
+        EXPLORE_EPSILON,
+        "probability of a uniform random discrete choice (MP-DQN actors)"
+    );
+    describe_gauge!(
+        LEARNER_MEMORY,
+        Unit::Bytes,
+        "learner memory by kind: rss (process), gpu_used and gpu_total (its CUDA device)"
     );
 }
 

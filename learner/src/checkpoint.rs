@@ -22,6 +22,10 @@ pub struct Counters {
     pub steps: u64,
     /// Weights version (one per update).
     pub version: u64,
+    /// Finished episodes received from actors (checkpoints from before this
+    /// counter read as 0).
+    #[serde(default)]
+    pub episodes: u64,
 }
 
 /// A checkpoint read back from disk.

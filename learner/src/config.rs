@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::eval::EvalConfig;
+use crate::mpdqn::MpdqnConfig;
 use crate::ppo::PpoConfig;
 use crate::sac::SacConfig;
 
@@ -16,6 +17,7 @@ pub enum Algorithm {
     #[default]
     Ppo,
     Sac,
+    Mpdqn,
 }
 
 impl Algorithm {
@@ -23,12 +25,13 @@ impl Algorithm {
         match self {
             Algorithm::Ppo => "ppo",
             Algorithm::Sac => "sac",
+            Algorithm::Mpdqn => "mpdqn",
         }
     }
 
     /// Off-policy algorithms train from a replay buffer of transitions.
     pub fn off_policy(self) -> bool {
-        matches!(self, Algorithm::Sac)
+        matches!(self, Algorithm::Sac | Algorithm::Mpdqn)
     }
 }
 
@@ -45,6 +48,7 @@ pub struct RunConfig {
     pub eval: EvalConfig,
     pub ppo: PpoConfig,
     pub sac: SacConfig,
+    pub mpdqn: MpdqnConfig,
 }
 
 /// The run as a whole.
@@ -213,6 +217,7 @@ impl RunConfig {
         match self.algorithm {
             Algorithm::Ppo => self.ppo.validate().map_err(|e| format!("ppo: {e}"))?,
             Algorithm::Sac => self.sac.validate().map_err(|e| format!("sac: {e}"))?,
+            Algorithm::Mpdqn => self.mpdqn.validate().map_err(|e| format!("mpdqn: {e}"))?,
         }
         if !["auto", "cpu", "cuda"].contains(&self.learner.device.as_str()) {
             return Err(format!(
@@ -243,6 +248,7 @@ mod tests {
             ("ppo_mujoco.toml", Algorithm::Ppo),
             ("ppo_cartpole.toml", Algorithm::Ppo),
             ("sac_mujoco.toml", Algorithm::Sac),
+            ("mpdqn_platform.toml", Algorithm::Mpdqn),
         ] {
             let cfg: RunConfig = volley_common::config::load(Some(&dir.join(name)), &[])
                 .unwrap_or_else(|e| panic!("{name}: {e}"));

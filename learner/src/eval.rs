@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use volley_common::env::{make_vec_env, Actions, EnvId, ObsBuf, Space, VecEnvOptions};
+use volley_common::nn::mpdqn::{MpdqnNet, MpdqnSpec};
 use volley_common::nn::sac::{SacActor, SacSpec};
 use volley_common::nn::{ModelSpec, Policy};
 
@@ -25,11 +26,22 @@ pub enum EvalNet {
     Policy(ModelSpec),
     /// A SAC actor: the squashed mean action.
     Sac(SacSpec),
+    /// MP-DQN: the greedy choice with the parameter network's parameters.
+    Mpdqn(MpdqnSpec),
 }
 
 enum Net {
     Policy(Policy),
     Sac(SacActor),
+    Mpdqn(MpdqnNet),
+}
+
+/// A greedy action per env.
+enum Greedy {
+    /// Discrete actions, or continuous ones (not yet clipped to the bounds).
+    Tensor(Tensor),
+    /// Parameterised: choices and parameters in env units.
+    Parameterised { choice: Vec<i64>, params: Vec<f32> },
 }
 
 impl Net {
@@ -37,14 +49,23 @@ impl Net {
         match self {
             Net::Policy(p) => p.load_bytes(bytes),
             Net::Sac(a) => a.load_bytes(bytes),
+            Net::Mpdqn(m) => m.load_bytes(bytes),
         }
     }
 
-    fn greedy(&self, obs: &Tensor) -> volley_common::nn::NnResult<Tensor> {
-        match self {
-            Net::Policy(p) => Ok(p.act_greedy(obs)?.action),
-            Net::Sac(a) => a.act_deterministic(obs),
-        }
+    fn greedy(&self, obs: &Tensor) -> Result<Greedy> {
+        Ok(match self {
+            Net::Policy(p) => Greedy::Tensor(p.act_greedy(obs)?.action),
+            Net::Sac(a) => Greedy::Tensor(a.act_deterministic(obs)?),
+            Net::Mpdqn(m) => {
+                let flat = Vec::<f32>::try_from(obs.to_kind(Kind::Float).flatten(0, -1))?;
+                let a = m.act_greedy(&flat)?;
+                Greedy::Parameterised {
+                    choice: a.choice,
+                    params: a.env_params,
+                }
+            }
+        })
     }
 }
 
@@ -122,6 +143,7 @@ impl Evaluator {
         let policy = match net {
             EvalNet::Policy(spec) => Net::Policy(Policy::new(spec.clone(), Device::Cpu)?),
             EvalNet::Sac(spec) => Net::Sac(SacActor::new(spec.clone(), Device::Cpu)?),
+            EvalNet::Mpdqn(spec) => Net::Mpdqn(MpdqnNet::new(spec.clone(), Device::Cpu)?),
         };
         let (jobs, job_rx) = mpsc::sync_channel::<Job>(0);
         let (result_tx, results) = mpsc::channel();
@@ -241,6 +263,27 @@ impl EvalTracker {
     }
 }
 
+/// Adds one step to the episodes still running; true once every env's first episode
+/// has ended.
+fn record(
+    batch: &volley_common::env::StepBatch,
+    done: &mut [Option<(f32, u32)>],
+    ret: &mut [f32],
+    len: &mut [u32],
+) -> bool {
+    for i in 0..done.len() {
+        if done[i].is_some() {
+            continue;
+        }
+        ret[i] += batch.reward[i];
+        len[i] += 1;
+        if batch.done(i) {
+            done[i] = Some((batch.episode_return[i], batch.episode_length[i]));
+        }
+    }
+    done.iter().all(Option::is_some)
+}
+
 fn evaluate(
     env: &mut dyn volley_common::env::VecEnv,
     policy: &mut Net,
@@ -273,7 +316,19 @@ fn evaluate(
             ObsBuf::F32(v) => Tensor::from_slice(v),
         }
         .view(shape.as_slice());
-        let action = policy.greedy(&obs)?;
+        let action = match policy.greedy(&obs)? {
+            Greedy::Tensor(t) => t,
+            Greedy::Parameterised { choice, params } => {
+                let batch = env.step(Actions::Parameterised {
+                    choice: &choice,
+                    params: &params,
+                })?;
+                if record(batch, &mut done, &mut ret, &mut len) {
+                    break;
+                }
+                continue;
+            }
+        };
         let flat = action
             .to_kind(if discrete { Kind::Int64 } else { Kind::Float })
             .flatten(0, -1);
@@ -289,17 +344,7 @@ fn evaluate(
                 .collect();
             env.step(Actions::Continuous(&a))?
         };
-        for i in 0..n {
-            if done[i].is_some() {
-                continue;
-            }
-            ret[i] += batch.reward[i];
-            len[i] += 1;
-            if batch.done(i) {
-                done[i] = Some((batch.episode_return[i], batch.episode_length[i]));
-            }
-        }
-        if done.iter().all(Option::is_some) {
+        if record(batch, &mut done, &mut ret, &mut len) {
             break;
         }
     }

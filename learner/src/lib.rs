@@ -14,6 +14,7 @@ pub use volley_common::env;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+pub mod memory;
 pub mod mpdqn;
 pub mod offpolicy;
 pub mod ppo;

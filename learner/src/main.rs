@@ -17,7 +17,8 @@ use volley_common::nn::{ModelKind, ModelSpec};
 use volley_learner::checkpoint::{self, Counters};
 use volley_learner::config::{Algorithm, RunConfig};
 use volley_learner::eval::{EvalNet, Evaluator};
-use volley_learner::offpolicy::SacTrainer;
+use volley_learner::mpdqn::Mpdqn;
+use volley_learner::offpolicy::{OffPolicyAlgorithm, OffPolicyTrainer};
 use volley_learner::ppo::Ppo;
 use volley_learner::rundir::RunDir;
 use volley_learner::sac::Sac;
@@ -50,7 +51,7 @@ struct Cli {
 /// The algorithm a run trains, with its networks.
 enum Learner {
     Ppo(Box<Ppo>, std::collections::HashMap<String, Vec<u8>>),
-    Sac(Box<Sac>),
+    OffPolicy(Box<dyn OffPolicyAlgorithm>),
 }
 
 fn resolve_device(want: &str) -> Result<Device> {
@@ -108,6 +109,7 @@ fn run_info(
     cfg: &RunConfig,
     run_id: &str,
     model_spec_json: String,
+    explore_json: String,
     obs: &Space,
     act: &Space,
 ) -> Result<RunInfo> {
@@ -129,6 +131,10 @@ fn run_info(
         Space::Box { .. } => ActionSpec::Continuous {
             dim: act.flat_len() as u32,
         },
+        Space::Parameterised { params } => ActionSpec::Parameterised {
+            choices: params.len() as u32,
+            params: act.flat_len() as u32,
+        },
         other => bail!(
             "action space {} is not supported by {algo}",
             other.describe()
@@ -147,6 +153,7 @@ fn run_info(
         obs_dtype,
         action,
         off_policy: cfg.algorithm.off_policy(),
+        explore_json,
     })
 }
 
@@ -210,7 +217,7 @@ fn run(cli: Cli) -> Result<()> {
     // and what evaluation acts with.
     let mut counters = Counters::default();
     let resumed_at = resumed.as_ref().map(|l| l.counters);
-    let (model_spec_json, eval_net, learner) = match cfg.algorithm {
+    let (model_spec_json, explore_json, eval_net, learner) = match cfg.algorithm {
         Algorithm::Ppo => {
             let spec = ModelSpec::for_spaces(model_kind(&cfg, &obs_space), &obs_space, &act_space)?;
             let mut ppo = Ppo::new(spec.clone(), cfg.ppo.clone(), device)?;
@@ -225,6 +232,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             (
                 serde_json::to_string(&spec)?,
+                String::new(),
                 EvalNet::Policy(spec),
                 Learner::Ppo(Box::new(ppo), normalizers),
             )
@@ -239,8 +247,25 @@ fn run(cli: Cli) -> Result<()> {
             }
             (
                 serde_json::to_string(&spec)?,
+                String::new(),
                 EvalNet::Sac(spec),
-                Learner::Sac(Box::new(sac)),
+                Learner::OffPolicy(Box::new(sac)),
+            )
+        }
+        Algorithm::Mpdqn => {
+            let spec = cfg.mpdqn.spec_for(&obs_space, &act_space)?;
+            let mut mpdqn = Mpdqn::new(spec.clone(), cfg.mpdqn.clone(), device)?;
+            if let Some(l) = resumed {
+                mpdqn
+                    .load_state_bytes(&l.optimizer)
+                    .context("checkpoint state does not fit the mp-dqn networks")?;
+                counters = l.counters;
+            }
+            (
+                serde_json::to_string(&spec)?,
+                serde_json::to_string(&cfg.mpdqn.explore_settings())?,
+                EvalNet::Mpdqn(spec),
+                Learner::OffPolicy(Box::new(mpdqn)),
             )
         }
     };
@@ -276,7 +301,14 @@ fn run(cli: Cli) -> Result<()> {
         metrics_addr
     );
 
-    let info = run_info(&cfg, &run_name, model_spec_json, &obs_space, &act_space)?;
+    let info = run_info(
+        &cfg,
+        &run_name,
+        model_spec_json,
+        explore_json,
+        &obs_space,
+        &act_space,
+    )?;
     let (chunk_tx, chunk_rx) = mpsc::channel(cfg.learner.queue_chunks);
     let (weights_tx, weights_rx) = watch::channel(None);
     let status = Arc::new(Mutex::new(Status::default()));
@@ -307,10 +339,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             thread.spawn(move || trainer.run(chunk_rx, train_stop))?
         }
-        Learner::Sac(sac) => {
-            let mut trainer = SacTrainer::new(
+        Learner::OffPolicy(algo) => {
+            let mut trainer = OffPolicyTrainer::new(
                 cfg.clone(),
-                *sac,
+                algo,
                 device,
                 run_dir,
                 counters,
@@ -338,6 +370,11 @@ fn run(cli: Cli) -> Result<()> {
         chunk_tx,
         weights_rx,
     );
+    let memory = volley_learner::memory::spawn_reporter(
+        matches!(device, Device::Cuda(_)),
+        Duration::from_secs(5),
+        Arc::clone(&stop),
+    )?;
     let status_line = status_printer(
         Arc::clone(&status),
         service.clone(),
@@ -362,6 +399,7 @@ fn run(cli: Cli) -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the training thread panicked"))?;
     let _ = status_line.join();
+    let _ = memory.join();
     rt.shutdown_timeout(Duration::from_secs(2));
     served?;
     trained

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor};
 use volley_common::env::Space;
 use volley_common::nn::mpdqn::{
-    linear_epsilon, Explorer, MpdqnNet, MpdqnSpec, DEFAULT_HIDDEN, PLATFORM_INITIAL_PARAMS,
+    ExploreSettings, Explorer, MpdqnNet, MpdqnSpec, DEFAULT_HIDDEN, PLATFORM_INITIAL_PARAMS,
     PLATFORM_STATE_FEATURES,
 };
 use volley_common::nn::{Adam, AdamConfig, NnError};
@@ -62,8 +62,12 @@ pub struct MpdqnConfig {
     pub gamma: f64,
     /// Replay capacity in transitions.
     pub replay_size: usize,
-    /// Transitions collected before the first update (then one update per env step).
+    /// Transitions collected before the first update.
     pub learning_starts: usize,
+    /// Gradient updates per env step once learning started (the reference: 1).
+    pub replay_ratio: f64,
+    /// Refuse a replay buffer whose storage would exceed this many GiB.
+    pub buffer_max_gib: f64,
     /// Epsilon of the first episode.
     pub epsilon_start: f64,
     /// Epsilon once annealed.
@@ -103,6 +107,8 @@ impl Default for MpdqnConfig {
             gamma: 0.9,
             replay_size: 10_000,
             learning_starts: 500,
+            replay_ratio: 1.0,
+            buffer_max_gib: 4.0,
             epsilon_start: 1.0,
             epsilon_final: 0.01,
             epsilon_episodes: 1000,
@@ -151,6 +157,8 @@ impl MpdqnConfig {
             ("lr_q", self.lr_q),
             ("lr_param", self.lr_param),
             ("clip_grad", self.clip_grad),
+            ("replay_ratio", self.replay_ratio),
+            ("buffer_max_gib", self.buffer_max_gib),
         ] {
             if !pos(v) {
                 return bad(format!("mpdqn.{name} must be > 0, got {v}"));
@@ -174,14 +182,25 @@ impl MpdqnConfig {
         Ok(())
     }
 
+    /// What actors explore with.
+    pub fn explore_settings(&self) -> ExploreSettings {
+        ExploreSettings {
+            epsilon_start: self.epsilon_start,
+            epsilon_final: self.epsilon_final,
+            epsilon_episodes: self.epsilon_episodes,
+            ou_theta: self.ou_theta,
+            ou_sigma: self.ou_sigma,
+        }
+    }
+
     /// Epsilon after `episode` finished episodes (linear, then constant).
     pub fn epsilon(&self, episode: u64) -> f64 {
-        linear_epsilon(
-            episode,
-            self.epsilon_start,
-            self.epsilon_final,
-            self.epsilon_episodes,
-        )
+        self.explore_settings().epsilon(episode)
+    }
+
+    /// The replay bound in bytes.
+    pub fn buffer_max_bytes(&self) -> u64 {
+        (self.buffer_max_gib * (1u64 << 30) as f64) as u64
     }
 
     /// The networks' spec for these spaces (`Box` observations, `Parameterised`
@@ -198,9 +217,7 @@ impl MpdqnConfig {
 
     /// An actor's exploration state for `num_envs` envs, at epsilon of episode 0.
     pub fn explorer(&self, num_envs: usize, param_dim: usize, seed: u64) -> Explorer {
-        let mut e = Explorer::new(num_envs, param_dim, self.ou_theta, self.ou_sigma, seed);
-        e.epsilon = self.epsilon(0);
-        e
+        self.explore_settings().explorer(num_envs, param_dim, seed)
     }
 }
 
@@ -502,6 +519,86 @@ fn eight(b: &[u8]) -> [u8; 8] {
     let mut a = [0u8; 8];
     a.copy_from_slice(b);
     a
+}
+
+// ---------------------------------------------------------------------------------
+// The off-policy training thread's view
+// ---------------------------------------------------------------------------------
+
+impl MpdqnBatch {
+    /// A replay batch whose action rows are the choice followed by the parameters
+    /// ([`crate::validate::ValidChunk::replay_actions_tensor`]).
+    pub fn from_replay(batch: &crate::replay::ReplayBatch) -> MpdqnResult<MpdqnBatch> {
+        let width = batch.actions.size().get(1).copied().unwrap_or(0);
+        if width < 1 {
+            return Err(MpdqnError::BadInput(format!(
+                "replay actions have shape {:?}, expected [B, 1 + P]",
+                batch.actions.size()
+            )));
+        }
+        Ok(MpdqnBatch {
+            obs: batch.obs.shallow_clone(),
+            choice: batch
+                .actions
+                .f_select(1, 0)?
+                .f_round()?
+                .f_to_kind(Kind::Int64)?,
+            params: batch.actions.f_narrow(1, 1, width - 1)?,
+            reward: batch.rewards.shallow_clone(),
+            next_obs: batch.next_obs.shallow_clone(),
+            terminated: batch.terminated.shallow_clone(),
+        })
+    }
+}
+
+impl crate::offpolicy::OffPolicyAlgorithm for Mpdqn {
+    fn replay_settings(&self) -> crate::offpolicy::ReplaySettings {
+        crate::offpolicy::ReplaySettings {
+            capacity: self.cfg.replay_size,
+            max_bytes: self.cfg.buffer_max_bytes(),
+            batch_size: self.cfg.batch_size,
+            learning_starts: self.cfg.learning_starts as u64,
+            replay_ratio: self.cfg.replay_ratio,
+        }
+    }
+
+    fn obs_dim(&self) -> usize {
+        self.online.spec().obs_len
+    }
+
+    fn action_width(&self) -> usize {
+        1 + self.online.spec().param_dim()
+    }
+
+    fn update(
+        &mut self,
+        batch: &crate::replay::ReplayBatch,
+    ) -> anyhow::Result<Vec<(&'static str, f64)>> {
+        let s = MpdqnBatch::from_replay(batch)
+            .and_then(|b| Mpdqn::update(self, &b))
+            .map_err(|e| anyhow::anyhow!("mp-dqn update failed: {e}"))?;
+        Ok(vec![
+            ("q_loss", s.q_loss),
+            ("param_loss", s.param_loss),
+            ("q_mean", s.q_mean),
+        ])
+    }
+
+    fn record(&self, stats: &[(&'static str, f64)]) {
+        use volley_common::telemetry as t;
+        let get = |k: &str| stats.iter().find(|s| s.0 == k).map_or(0.0, |s| s.1);
+        metrics::gauge!(t::MPDQN_Q_LOSS).set(get("q_loss"));
+        metrics::gauge!(t::MPDQN_PARAM_LOSS).set(get("param_loss"));
+        metrics::gauge!(t::Q_MEAN).set(get("q_mean"));
+    }
+
+    fn actor_weights(&self) -> Vec<u8> {
+        self.online.to_bytes()
+    }
+
+    fn state_to_bytes(&self) -> Vec<u8> {
+        Mpdqn::state_to_bytes(self)
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,16 @@
-//! The training thread of off-policy runs (SAC): chunks become transitions in the
-//! replay buffer, and each chunk's env steps buy `sac.replay_ratio` gradient updates,
-//! run before the next chunk is taken off the queue. The ratio therefore holds
-//! exactly: a learner that falls behind leaves chunks in its bounded queue, which
-//! fills and slows the actors (backpressure), instead of letting the ratio drift.
+//! The training thread of off-policy runs (SAC, MP-DQN): chunks become transitions
+//! in the replay buffer, and each chunk's env steps buy `replay_ratio` gradient
+//! updates, run before the next chunk is taken off the queue. The ratio therefore
+//! holds exactly: a learner that falls behind leaves chunks in its bounded queue,
+//! which fills and slows the actors (backpressure), instead of letting the ratio
+//! drift.
 //!
-//! Actors act uniformly at random while the weights are at version 0; the first
-//! updates (and version 1) come once the buffer holds `sac.learning_starts`
-//! transitions, as CleanRL's random warm-up.
+//! The first updates (and weights version 1) come once the buffer holds
+//! `learning_starts` transitions. Until then SAC's actors act uniformly at random
+//! (CleanRL's warm-up) and MP-DQN's act with the initial networks and epsilon 1.
+//!
+//! The algorithm is behind [`OffPolicyAlgorithm`]: its replay settings, one update on
+//! a sampled batch, and the bytes actors and checkpoints need.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,17 +28,50 @@ use volley_common::telemetry as t;
 use crate::checkpoint::{self, Counters};
 use crate::config::RunConfig;
 use crate::eval::{EvalTracker, Evaluator};
+use crate::replay::ReplayBatch;
 use crate::replay::ReplayBuffer;
 use crate::rundir::RunDir;
-use crate::sac::{Sac, SacStats, UpdateBudget};
+use crate::sac::UpdateBudget;
 use crate::server::{publish_weights, WeightsSender};
 use crate::trainer::Status;
 use crate::validate::ValidChunk;
 
-/// SAC's training thread.
-pub struct SacTrainer {
+/// The replay settings of an off-policy algorithm's config.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplaySettings {
+    /// Capacity in transitions.
+    pub capacity: usize,
+    /// Refuse storage over this many bytes.
+    pub max_bytes: u64,
+    pub batch_size: usize,
+    /// Transitions stored before the first update.
+    pub learning_starts: u64,
+    /// Gradient updates per env step.
+    pub replay_ratio: f64,
+}
+
+/// What the off-policy training thread needs of an algorithm.
+pub trait OffPolicyAlgorithm: Send {
+    fn replay_settings(&self) -> ReplaySettings;
+    /// Observation elements per transition.
+    fn obs_dim(&self) -> usize;
+    /// Action floats per transition ([`crate::validate::ActionSpec::replay_width`]).
+    fn action_width(&self) -> usize;
+    /// One gradient update on a batch; returns the statistics to log, by name.
+    fn update(&mut self, batch: &ReplayBatch) -> Result<Vec<(&'static str, f64)>>;
+    /// Sets the algorithm's gauges from an update's statistics.
+    fn record(&self, stats: &[(&'static str, f64)]);
+    /// The weights actors act with.
+    fn actor_weights(&self) -> Vec<u8>;
+    /// Everything needed to continue training (networks, targets, optimisers).
+    fn state_to_bytes(&self) -> Vec<u8>;
+}
+
+/// The training thread of off-policy runs.
+pub struct OffPolicyTrainer {
     cfg: RunConfig,
-    sac: Sac,
+    algo: Box<dyn OffPolicyAlgorithm>,
+    settings: ReplaySettings,
     replay: ReplayBuffer,
     budget: UpdateBudget,
     rng: StdRng,
@@ -52,40 +89,44 @@ pub struct SacTrainer {
     eval: EvalTracker,
 }
 
-impl std::fmt::Debug for SacTrainer {
+impl std::fmt::Debug for OffPolicyTrainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SacTrainer")
+        f.debug_struct("OffPolicyTrainer")
             .field("counters", &self.counters)
             .finish()
     }
 }
 
-impl SacTrainer {
+impl OffPolicyTrainer {
     pub fn new(
         cfg: RunConfig,
-        sac: Sac,
+        algo: Box<dyn OffPolicyAlgorithm>,
         device: Device,
         run_dir: RunDir,
         counters: Counters,
         weights_tx: WeightsSender,
         status: Arc<Mutex<Status>>,
-    ) -> Result<SacTrainer> {
-        let spec = sac.spec().clone();
+    ) -> Result<OffPolicyTrainer> {
+        let settings = algo.replay_settings();
         let replay = ReplayBuffer::new(
-            cfg.sac.buffer_size,
-            spec.obs_dim,
-            spec.action_dim(),
-            cfg.sac.buffer_max_bytes(),
+            settings.capacity,
+            algo.obs_dim(),
+            algo.action_width(),
+            settings.max_bytes,
             device,
         )
-        .context("cannot allocate the replay buffer (sac.buffer_size, sac.buffer_max_gib)")?;
-        gauge!(t::REPLAY_RATIO_TARGET).set(cfg.sac.replay_ratio);
+        .with_context(|| {
+            let a = cfg.algorithm.name();
+            format!("cannot allocate the replay buffer (see {a}'s buffer size and memory bound)")
+        })?;
+        gauge!(t::REPLAY_RATIO_TARGET).set(settings.replay_ratio);
         let now = Instant::now();
-        Ok(SacTrainer {
+        Ok(OffPolicyTrainer {
             rng: StdRng::seed_from_u64(cfg.run.seed),
             last_log: (now, counters.steps, counters.updates),
             cfg,
-            sac,
+            algo,
+            settings,
             replay,
             budget: UpdateBudget::default(),
             run_dir,
@@ -107,7 +148,8 @@ impl SacTrainer {
         publish_weights(
             &self.weights_tx,
             self.counters.version,
-            self.sac.actor_weights(),
+            self.counters.episodes,
+            self.algo.actor_weights(),
         )
     }
 
@@ -136,6 +178,7 @@ impl SacTrainer {
         let rows = c.rows();
         histogram!(t::POLICY_LAG)
             .record(self.counters.version.saturating_sub(c.policy_version) as f64);
+        self.counters.episodes += c.episode_returns.len() as u64;
         for (&r, &l) in c.episode_returns.iter().zip(&c.episode_lengths) {
             if self.recent.len() >= self.cfg.run.return_window {
                 self.recent.pop_front();
@@ -149,7 +192,7 @@ impl SacTrainer {
         self.replay
             .push_batch(
                 &c.obs_tensor().to_kind(Kind::Float),
-                &c.actions_tensor(),
+                &c.replay_actions_tensor(),
                 &Tensor::from_slice(&c.rewards_f32()),
                 &c.next_obs_tensor().to_kind(Kind::Float),
                 &terminated,
@@ -158,25 +201,26 @@ impl SacTrainer {
         self.counters.steps += rows as u64;
         gauge!(t::REPLAY_SIZE).set(self.replay.len() as f64);
 
-        if (self.replay.len() as u64) < self.cfg.sac.learning_starts {
+        if (self.replay.len() as u64) < self.settings.learning_starts {
             return Ok(());
         }
         self.steps_learning += rows as u64;
         let owed = self
             .budget
-            .add_steps(rows as u64, self.cfg.sac.replay_ratio);
+            .add_steps(rows as u64, self.settings.replay_ratio);
         if owed == 0 {
             return Ok(());
         }
         let start = Instant::now();
-        let mut last = SacStats::default();
+        let mut last = Vec::new();
         for _ in 0..owed {
             let batch = self
                 .replay
-                .sample(self.cfg.sac.batch_size, &mut self.rng)
+                .sample(self.settings.batch_size, &mut self.rng)
                 .context("cannot sample the replay buffer")?;
-            last = self.sac.update(&batch).context("sac update failed")?;
+            last = self.algo.update(&batch)?;
         }
+        self.algo.record(&last);
         self.counters.updates += owed;
         self.counters.version += 1;
         let took = start.elapsed().as_secs_f64();
@@ -209,7 +253,7 @@ impl SacTrainer {
         }
     }
 
-    fn log(&mut self, s: &SacStats, took: f64) -> Result<()> {
+    fn log(&mut self, stats: &[(&'static str, f64)], took: f64) -> Result<()> {
         let now = Instant::now();
         let (t0, steps0, updates0) = self.last_log;
         let dt = now.duration_since(t0).as_secs_f64().max(1e-9);
@@ -230,16 +274,15 @@ impl SacTrainer {
             "fps": fps,
             "updates_per_second": ups,
             "episode_return_mean": ret_mean,
-            "qf1_loss": s.qf1_loss,
-            "qf2_loss": s.qf2_loss,
-            "actor_loss": s.actor_loss,
-            "alpha": s.alpha,
-            "q_mean": s.q_mean,
+            "episodes": self.counters.episodes,
             "replay_size": self.replay.len(),
             "replay_ratio": self.counters_ratio(),
             "update_seconds": took,
             "weights_version": self.counters.version,
         });
+        for &(k, v) in stats {
+            line[k] = serde_json::json!(v);
+        }
         for (k, v) in self.eval.take_fields() {
             line[k] = v;
         }
@@ -257,8 +300,8 @@ impl SacTrainer {
     fn checkpoint(&self) -> Result<()> {
         checkpoint::save(
             &self.run_dir,
-            &self.sac.actor_weights(),
-            &self.sac.state_to_bytes(),
+            &self.algo.actor_weights(),
+            &self.algo.state_to_bytes(),
             &self.counters,
             &HashMap::new(),
         )

@@ -576,6 +576,58 @@ impl Sac {
     }
 }
 
+// ---------------------------------------------------------------------------------
+// The off-policy training thread's view
+// ---------------------------------------------------------------------------------
+
+impl crate::offpolicy::OffPolicyAlgorithm for Sac {
+    fn replay_settings(&self) -> crate::offpolicy::ReplaySettings {
+        crate::offpolicy::ReplaySettings {
+            capacity: self.cfg.buffer_size,
+            max_bytes: self.cfg.buffer_max_bytes(),
+            batch_size: self.cfg.batch_size,
+            learning_starts: self.cfg.learning_starts,
+            replay_ratio: self.cfg.replay_ratio,
+        }
+    }
+
+    fn obs_dim(&self) -> usize {
+        self.spec.obs_dim
+    }
+
+    fn action_width(&self) -> usize {
+        self.spec.action_dim()
+    }
+
+    fn update(&mut self, batch: &ReplayBatch) -> anyhow::Result<Vec<(&'static str, f64)>> {
+        let s = Sac::update(self, batch).map_err(|e| anyhow::anyhow!("sac update failed: {e}"))?;
+        Ok(vec![
+            ("qf1_loss", s.qf1_loss),
+            ("qf2_loss", s.qf2_loss),
+            ("actor_loss", s.actor_loss),
+            ("alpha", s.alpha),
+            ("q_mean", s.q_mean),
+        ])
+    }
+
+    fn record(&self, stats: &[(&'static str, f64)]) {
+        use volley_common::telemetry as t;
+        let get = |k: &str| stats.iter().find(|s| s.0 == k).map_or(0.0, |s| s.1);
+        metrics::gauge!(t::SAC_Q_LOSS).set(0.5 * (get("qf1_loss") + get("qf2_loss")));
+        metrics::gauge!(t::SAC_ACTOR_LOSS).set(get("actor_loss"));
+        metrics::gauge!(t::SAC_ALPHA).set(get("alpha"));
+        metrics::gauge!(t::Q_MEAN).set(get("q_mean"));
+    }
+
+    fn actor_weights(&self) -> Vec<u8> {
+        Sac::actor_weights(self)
+    }
+
+    fn state_to_bytes(&self) -> Vec<u8> {
+        Sac::state_to_bytes(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

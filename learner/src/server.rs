@@ -73,6 +73,8 @@ pub struct RunInfo {
     pub action: ActionSpec,
     /// Off-policy algorithms (sac, mpdqn): chunks carry `next_obs`.
     pub off_policy: bool,
+    /// The algorithm's exploration settings for actors, JSON (mpdqn); empty: none.
+    pub explore_json: String,
 }
 
 impl RunInfo {
@@ -89,9 +91,12 @@ impl RunInfo {
     }
 
     fn reply(&self, weights_version: u64) -> RegisterReply {
-        let (action_kind, action_dim) = match self.action {
-            ActionSpec::Discrete { n } => (ActionKind::Discrete, n),
-            ActionSpec::Continuous { dim } => (ActionKind::Continuous, dim),
+        let (action_kind, action_dim, action_params) = match self.action {
+            ActionSpec::Discrete { n } => (ActionKind::Discrete, n, 0),
+            ActionSpec::Continuous { dim } => (ActionKind::Continuous, dim, 0),
+            ActionSpec::Parameterised { choices, params } => {
+                (ActionKind::Parameterised, choices, params)
+            }
         };
         RegisterReply {
             run_id: self.run_id.clone(),
@@ -107,6 +112,8 @@ impl RunInfo {
             obs_dtype: Dtype::from(self.obs_dtype) as i32,
             action_kind: action_kind as i32,
             action_dim,
+            action_params,
+            explore_json: self.explore_json.clone(),
         }
     }
 }
@@ -121,19 +128,23 @@ fn saturating_u32(v: usize) -> u32 {
 pub struct WeightsBlob {
     pub version: u64,
     pub data: Bytes,
+    /// Finished episodes the learner had received at publication.
+    pub episodes: u64,
 }
 
 /// The sending half the trainer publishes weights through.
 pub type WeightsSender = watch::Sender<Option<Arc<WeightsBlob>>>;
 
 /// Publishes one version to every weight stream (serialised once, shared) and
-/// returns the bytes, for evaluation.
-pub fn publish_weights(tx: &WeightsSender, version: u64, data: Vec<u8>) -> Bytes {
+/// returns the bytes, for evaluation. `episodes`: finished episodes received so far,
+/// by which actors anneal their exploration.
+pub fn publish_weights(tx: &WeightsSender, version: u64, episodes: u64, data: Vec<u8>) -> Bytes {
     let data = Bytes::from(data);
     gauge!(t::WEIGHTS_VERSION).set(version as f64);
     tx.send_replace(Some(Arc::new(WeightsBlob {
         version,
         data: data.clone(),
+        episodes,
     })));
     data
 }
@@ -158,6 +169,10 @@ pub struct ServerOptions {
     pub max_frame_bytes: u32,
     /// HTTP/2 keepalive ping interval, to notice actors that vanished.
     pub keepalive: Option<Duration>,
+    /// How long a ping may go unanswered before the actor's connection is dropped
+    /// (its weight stream then stops counting in `volley_connected_actors`). Longer
+    /// than the client's: an actor's answer may queue behind a chunk it is uploading.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -169,7 +184,8 @@ impl Default for ServerOptions {
             stream_window_bytes: 16 << 20,
             connection_window_bytes: 64 << 20,
             max_frame_bytes: 1 << 20,
-            keepalive: Some(Duration::from_secs(20)),
+            keepalive: Some(Duration::from_secs(10)),
+            keepalive_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -395,6 +411,7 @@ async fn stream_weights(
                 version: blob.version,
                 data: blob.data.clone(),
                 format: format.clone(),
+                episodes: blob.episodes,
             };
             tokio::select! {
                 sent = tx.send(Ok(message)) => if sent.is_err() { return },
@@ -522,6 +539,7 @@ where
         .initial_connection_window_size(options.connection_window_bytes)
         .max_frame_size(options.max_frame_bytes)
         .http2_keepalive_interval(options.keepalive)
+        .http2_keepalive_timeout(Some(options.keepalive_timeout))
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, signal)
         .await
@@ -553,6 +571,7 @@ mod tests {
             obs_dtype: DType::F32,
             action: ActionSpec::Discrete { n: 2 },
             off_policy: false,
+            explore_json: String::new(),
         };
         let reply = run.reply(3);
         assert_eq!(reply.action_kind, ActionKind::Discrete as i32);

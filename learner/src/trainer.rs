@@ -137,6 +137,7 @@ impl Trainer {
         publish_weights(
             &self.weights_tx,
             self.counters.version,
+            self.counters.episodes,
             self.ppo.policy().to_bytes(),
         )
     }
@@ -201,6 +202,7 @@ impl Trainer {
             return Ok(());
         }
         self.lags.push(lag);
+        self.counters.episodes += c.episode_returns.len() as u64;
         for (&r, &l) in c.episode_returns.iter().zip(&c.episode_lengths) {
             if self.recent.len() >= self.cfg.run.return_window {
                 self.recent.pop_front();

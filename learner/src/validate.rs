@@ -21,6 +21,21 @@ pub enum ActionSpec {
     Discrete { n: u32 },
     /// `dim` floats per env step: `actions` is F32 `[T, N, dim]`.
     Continuous { dim: u32 },
+    /// A choice in `[0, choices)` plus the `params` parameters of every choice, in
+    /// `[-1, 1]` units: `actions` is I64 `[T, N]`, `action_params` F32 `[T, N, params]`.
+    Parameterised { choices: u32, params: u32 },
+}
+
+impl ActionSpec {
+    /// Floats per transition in the replay buffer's action row: the action (continuous),
+    /// or the choice followed by the parameters (parameterised); 0 for discrete.
+    pub fn replay_width(&self) -> usize {
+        match *self {
+            ActionSpec::Discrete { .. } => 0,
+            ActionSpec::Continuous { dim } => dim as usize,
+            ActionSpec::Parameterised { params, .. } => 1 + params as usize,
+        }
+    }
 }
 
 /// What a registered actor's chunks must look like.
@@ -45,7 +60,9 @@ impl ActorSpec {
     fn action_shape(&self) -> (DType, Vec<usize>) {
         let (t, n) = (self.chunk_steps, self.num_envs);
         match self.action {
-            ActionSpec::Discrete { .. } => (DType::I64, vec![t, n]),
+            ActionSpec::Discrete { .. } | ActionSpec::Parameterised { .. } => {
+                (DType::I64, vec![t, n])
+            }
             ActionSpec::Continuous { dim } => (DType::F32, vec![t, n, dim as usize]),
         }
     }
@@ -81,6 +98,8 @@ pub struct ValidChunk {
     pub bootstrap_values: Bytes,
     /// Off-policy runs: the observation after each step; empty otherwise.
     pub next_obs: Bytes,
+    /// Parameterised actions: F32 `[T, N, P]`; empty otherwise.
+    pub action_params: Bytes,
     pub episode_returns: Vec<f32>,
     pub episode_lengths: Vec<u32>,
     /// Tensor payload bytes, for throughput accounting.
@@ -123,9 +142,10 @@ impl ValidChunk {
         le_to_vec(&self.truncated)
     }
 
-    /// Discrete actions, `T * N` of them; `None` for continuous actions.
+    /// Discrete actions (parameterised: the choices), `T * N` of them; `None` for
+    /// continuous actions.
     pub fn actions_i64(&self) -> Option<Vec<i64>> {
-        matches!(self.action, ActionSpec::Discrete { .. }).then(|| le_to_vec(&self.actions))
+        (!matches!(self.action, ActionSpec::Continuous { .. })).then(|| le_to_vec(&self.actions))
     }
 
     /// Continuous actions, `T * N * A` of them; `None` for discrete actions.
@@ -156,11 +176,12 @@ impl ValidChunk {
         tch::Tensor::from_data_size(bytes, &size, kind)
     }
 
-    /// Actions as a CPU tensor: Int64 `[T * N]` (discrete) or Float `[T * N, A]`.
+    /// Actions as a CPU tensor: Int64 `[T * N]` (discrete; parameterised: the
+    /// choices) or Float `[T * N, A]`.
     pub fn actions_tensor(&self) -> tch::Tensor {
         let rows = self.rows() as i64;
         match self.action {
-            ActionSpec::Discrete { .. } => {
+            ActionSpec::Discrete { .. } | ActionSpec::Parameterised { .. } => {
                 tch::Tensor::from_data_size(&self.actions, &[rows], tch::Kind::Int64)
             }
             ActionSpec::Continuous { dim } => tch::Tensor::from_data_size(
@@ -171,10 +192,33 @@ impl ValidChunk {
         }
     }
 
+    /// Actions as the replay buffer stores them, Float `[T * N, W]` with `W` =
+    /// [`ActionSpec::replay_width`]: continuous actions as they are; parameterised
+    /// ones as the choice (an exact small integer in f32) followed by the parameters.
+    pub fn replay_actions_tensor(&self) -> tch::Tensor {
+        match self.action {
+            ActionSpec::Parameterised { params, .. } => {
+                let rows = self.rows() as i64;
+                let choice = self
+                    .actions_tensor()
+                    .to_kind(tch::Kind::Float)
+                    .view([rows, 1]);
+                let params = tch::Tensor::from_data_size(
+                    &self.action_params,
+                    &[rows, i64::from(params)],
+                    tch::Kind::Float,
+                );
+                tch::Tensor::cat(&[choice, params], 1)
+            }
+            _ => self.actions_tensor().to_kind(tch::Kind::Float),
+        }
+    }
+
     /// Bytes the content scan of [`check_contents`] reads: decides whether it is worth
     /// a blocking thread.
     pub fn scan_bytes(&self) -> usize {
         let floats = self.logprobs.len()
+            + self.action_params.len()
             + self.values.len()
             + self.rewards.len()
             + self.truncation_values.len()
@@ -265,6 +309,15 @@ pub fn check_structure(chunk: Chunk, spec: &ActorSpec) -> Result<ValidChunk, Rej
     } else {
         Bytes::new()
     };
+    let action_params = match spec.action {
+        ActionSpec::Parameterised { params, .. } => take_tensor(
+            "action_params",
+            chunk.action_params,
+            DType::F32,
+            &[t, n, params as usize],
+        )?,
+        _ => Bytes::new(),
+    };
 
     if chunk.episode_returns.len() != chunk.episode_lengths.len() {
         return Err(Rejection::new(
@@ -294,6 +347,7 @@ pub fn check_structure(chunk: Chunk, spec: &ActorSpec) -> Result<ValidChunk, Rej
         &truncation_values,
         &bootstrap_values,
         &next_obs,
+        &action_params,
     ]
     .iter()
     .map(|b| b.len())
@@ -317,6 +371,7 @@ pub fn check_structure(chunk: Chunk, spec: &ActorSpec) -> Result<ValidChunk, Rej
         truncation_values,
         bootstrap_values,
         next_obs,
+        action_params,
         episode_returns: chunk.episode_returns,
         episode_lengths: chunk.episode_lengths,
         payload_bytes,
@@ -364,7 +419,7 @@ pub fn check_contents(chunk: &ValidChunk) -> Result<(), Rejection> {
     bools("terminated", &chunk.terminated)?;
     bools("truncated", &chunk.truncated)?;
     match chunk.action {
-        ActionSpec::Discrete { n } => {
+        ActionSpec::Discrete { n } | ActionSpec::Parameterised { choices: n, .. } => {
             let bad = chunk
                 .actions
                 .chunks_exact(8)
@@ -380,6 +435,7 @@ pub fn check_contents(chunk: &ValidChunk) -> Result<(), Rejection> {
         }
         ActionSpec::Continuous { .. } => finite("actions", &chunk.actions)?,
     }
+    finite("action_params", &chunk.action_params)?;
     finite("logprobs", &chunk.logprobs)?;
     finite("values", &chunk.values)?;
     finite("rewards", &chunk.rewards)?;
@@ -431,6 +487,7 @@ mod tests {
             episode_returns: vec![1.0],
             episode_lengths: vec![10],
             next_obs: None,
+            action_params: None,
         }
     }
 
@@ -501,6 +558,52 @@ mod tests {
         );
         // An on-policy run still requires its tensors.
         assert_eq!(reject(lean()).reason, "missing_tensor");
+    }
+
+    #[test]
+    fn parameterised_chunks_carry_choices_and_parameters() {
+        let spec = ActorSpec {
+            action: ActionSpec::Parameterised {
+                choices: 3,
+                params: 2,
+            },
+            off_policy: true,
+            ..spec()
+        };
+        let chunk = |choice: Vec<i64>, params: Option<Vec<f32>>| {
+            let mut c = good();
+            c.logprobs = None;
+            c.values = None;
+            c.truncation_values = None;
+            c.bootstrap_values = None;
+            c.next_obs = Some(from_vec(&[3, 2, 4], vec![0.25f32; 24]).expect("shape"));
+            c.actions = Some(from_vec(&[3, 2], choice).expect("shape"));
+            c.action_params = params.map(|p| from_vec(&[3, 2, 2], p).expect("shape"));
+            c
+        };
+        let params: Vec<f32> = (0..12).map(|i| i as f32 / 12.0 - 0.5).collect();
+        let valid = check_structure(chunk(vec![0, 1, 2, 0, 1, 2], Some(params.clone())), &spec)
+            .expect("valid");
+        check_contents(&valid).expect("valid contents");
+        // The replay row: the choice, then the parameters.
+        let rows = valid.replay_actions_tensor();
+        assert_eq!(rows.size(), vec![6, 3]);
+        let flat = Vec::<f32>::try_from(rows.flatten(0, -1)).expect("f32");
+        assert_eq!(&flat[..3], &[0.0, params[0], params[1]]);
+        assert_eq!(&flat[15..], &[2.0, params[10], params[11]]);
+
+        let refuse = |c: Chunk| match check_structure(c, &spec) {
+            Err(r) => r,
+            Ok(v) => check_contents(&v).expect_err("accepted"),
+        };
+        let r = refuse(chunk(vec![0, 1, 3, 0, 1, 2], Some(params.clone())));
+        assert_eq!(r.reason, "action_range");
+        let r = refuse(chunk(vec![0; 6], None));
+        assert_eq!(r.reason, "missing_tensor");
+        assert!(r.message.contains("action_params"), "{}", r.message);
+        let mut bad = params;
+        bad[5] = f32::INFINITY;
+        assert_eq!(refuse(chunk(vec![0; 6], Some(bad))).reason, "non_finite");
     }
 
     #[test]

@@ -89,6 +89,7 @@ fn run_info(obs_shape: &[usize], obs_dtype: DType) -> RunInfo {
         obs_dtype,
         action: ActionSpec::Discrete { n: ACTIONS },
         off_policy: false,
+        explore_json: String::new(),
     }
 }
 
@@ -137,6 +138,7 @@ impl Learner {
         let blob = WeightsBlob {
             version,
             data: Bytes::from(vec![version as u8; 100]),
+            episodes: 0,
         };
         self.weights.send_replace(Some(Arc::new(blob)));
     }
@@ -182,6 +184,7 @@ fn good_chunk(actor_id: &str, seq: u64) -> Chunk {
         episode_returns: vec![3.0],
         episode_lengths: vec![3],
         next_obs: None,
+        action_params: None,
     }
 }
 

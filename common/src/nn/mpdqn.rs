@@ -694,6 +694,39 @@ impl Explorer {
     }
 }
 
+/// An actor's exploration settings, sent by the learner when the actor registers:
+/// epsilon annealed linearly over the run's finished episodes, and the
+/// Ornstein-Uhlenbeck noise on the chosen parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExploreSettings {
+    pub epsilon_start: f64,
+    pub epsilon_final: f64,
+    /// Episodes over which epsilon anneals.
+    pub epsilon_episodes: u64,
+    pub ou_theta: f64,
+    pub ou_sigma: f64,
+}
+
+impl ExploreSettings {
+    /// Epsilon after `episode` finished episodes of the run.
+    pub fn epsilon(&self, episode: u64) -> f64 {
+        linear_epsilon(
+            episode,
+            self.epsilon_start,
+            self.epsilon_final,
+            self.epsilon_episodes,
+        )
+    }
+
+    /// Exploration state for `num_envs` envs, at the epsilon of episode 0.
+    pub fn explorer(&self, num_envs: usize, param_dim: usize, seed: u64) -> Explorer {
+        let mut e = Explorer::new(num_envs, param_dim, self.ou_theta, self.ou_sigma, seed);
+        e.epsilon = self.epsilon(0);
+        e
+    }
+}
+
 /// Epsilon after `episode` finished episodes: linear from `start` to `end` over
 /// `episodes` episodes, then `end` (the reference's `end_episode`).
 pub fn linear_epsilon(episode: u64, start: f64, end: f64, episodes: u64) -> f64 {

@@ -29,7 +29,7 @@ use volley_common::telemetry as t;
 use volley_proto::v1::{Chunk, RegisterReply, RegisterRequest};
 use volley_proto::{tensor, PROTOCOL_VERSION};
 
-use crate::client::{Backoff, Client};
+use crate::client::{Backoff, Client, ClientOptions};
 
 /// Settings of `volley-actor run`.
 #[derive(Debug, Clone)]
@@ -150,6 +150,8 @@ pub fn run(opts: RunOptions, stop: Arc<AtomicBool>) -> Result<()> {
         reply.env_id,
         reply.weights_version
     );
+    counter!(t::RECONNECTS).increment(0);
+    volley_common::telemetry::set_run_info(&reply.run_id, &reply.algorithm, &reply.env_id);
     let env_id: EnvId = reply
         .env_id
         .parse()
@@ -286,7 +288,12 @@ async fn connect(
         if stop.load(Ordering::SeqCst) {
             return Ok(None);
         }
-        match Client::connect(addr).await {
+        // The token travels with every call (register, pushes, the weights stream).
+        let options = ClientOptions {
+            auth_token: request.auth_token.clone(),
+            ..ClientOptions::default()
+        };
+        match Client::connect_with(addr, options).await {
             Ok(client) => match client.register(request.clone()).await {
                 Ok(reply) => {
                     if let Some(e) = expect {
@@ -370,11 +377,15 @@ fn chunk_bytes(c: &Chunk) -> u64 {
 }
 
 async fn weights_loop(link: Link, mut conn: Conn, latest: Latest) {
+    // Waits between failed subscriptions, so a learner that refuses the stream is not
+    // asked again in a tight loop.
+    let mut backoff = Backoff::new();
     loop {
         // Always ask for the learner's current version (have = 0): after a resume
         // from an older checkpoint its versions may be lower than the one in use.
         match conn.1.subscribe_weights(&link.request.actor_id, 0).await {
             Ok(mut stream) => {
+                backoff = Backoff::new();
                 // Ends when the learner goes away or closes the stream.
                 while let Ok(Some(w)) = stream.message().await {
                     counter!(t::BYTES_IN).increment(w.data.len() as u64);
@@ -383,7 +394,10 @@ async fn weights_loop(link: Link, mut conn: Conn, latest: Latest) {
                     }
                 }
             }
-            Err(e) => volley_common::say!("volley-actor: weights subscription failed: {e}"),
+            Err(e) => {
+                volley_common::say!("volley-actor: weights subscription failed: {e}");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
         }
         if link.stop.load(Ordering::SeqCst) {
             return;

@@ -49,6 +49,8 @@ pub const MPDQN_Q_LOSS: &str = "volley_mpdqn_q_loss";
 pub const MPDQN_PARAM_LOSS: &str = "volley_mpdqn_param_loss";
 // Exploration (actors).
 pub const EXPLORE_EPSILON: &str = "volley_explore_epsilon";
+// Every process: which run it belongs to (labels run, algorithm, env; value 1).
+pub const RUN_INFO: &str = "volley_run_info";
 // Learner process.
 pub const LEARNER_MEMORY: &str = "volley_learner_memory_bytes";
 // Actor inference.
@@ -184,10 +186,25 @@ pub fn describe_all() {
         "probability of a uniform random discrete choice (MP-DQN actors)"
     );
     describe_gauge!(
+        RUN_INFO,
+        "1, labelled with the run id, algorithm and env id of this process's run"
+    );
+    describe_gauge!(
         LEARNER_MEMORY,
         Unit::Bytes,
         "learner memory by kind: rss (process), gpu_used and gpu_total (its CUDA device)"
     );
+}
+
+/// Sets `volley_run_info{run, algorithm, env}` to 1.
+pub fn set_run_info(run: &str, algorithm: &str, env: &str) {
+    metrics::gauge!(
+        RUN_INFO,
+        "run" => run.to_string(),
+        "algorithm" => algorithm.to_string(),
+        "env" => env.to_string()
+    )
+    .set(1.0);
 }
 
 /// Starts the Prometheus exporter: `GET http://addr/metrics` serves the text format.

@@ -140,7 +140,8 @@ pub struct LearnerSection {
     pub device: String,
     /// Capacity of the queue between the gRPC handlers and the training thread.
     pub queue_chunks: usize,
-    /// Token actors must present; empty: none.
+    /// Token actors must present; empty: none (then `VOLLEY_AUTH_TOKEN` of the
+    /// learner's environment, if set). Never written to the run directory.
     pub auth_token: String,
     /// Torch intra-op threads on CPU (0: torch's default).
     pub torch_threads: usize,

@@ -190,6 +190,12 @@ fn run(cli: Cli) -> Result<()> {
         }
     };
     cfg.validate().map_err(anyhow::Error::msg)?;
+    // The token may come from the environment (so `ps` does not show it); the run
+    // directory's config.toml never holds it.
+    let auth_token = match std::env::var("VOLLEY_AUTH_TOKEN") {
+        Ok(t) if !t.is_empty() && cfg.learner.auth_token.is_empty() => t,
+        _ => cfg.learner.auth_token.clone(),
+    };
     let device = resolve_device(&cfg.learner.device)?;
     if cfg.learner.torch_threads > 0 {
         tch::set_num_threads(cfg.learner.torch_threads as i32);
@@ -364,7 +370,7 @@ fn run(cli: Cli) -> Result<()> {
     let service = VolleyService::new(
         info,
         ServerOptions {
-            auth_token: cfg.learner.auth_token.clone(),
+            auth_token,
             ..Default::default()
         },
         chunk_tx,

@@ -120,6 +120,8 @@ impl OffPolicyTrainer {
             format!("cannot allocate the replay buffer (see {a}'s buffer size and memory bound)")
         })?;
         gauge!(t::REPLAY_RATIO_TARGET).set(settings.replay_ratio);
+        metrics::counter!(t::UPDATES).absolute(counters.updates);
+        metrics::counter!(t::ENV_STEPS).absolute(counters.steps);
         let now = Instant::now();
         Ok(OffPolicyTrainer {
             rng: StdRng::seed_from_u64(cfg.run.seed),

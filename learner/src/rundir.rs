@@ -28,7 +28,10 @@ impl RunDir {
         }
         fs::create_dir_all(path.join("checkpoints"))
             .with_context(|| format!("cannot create run directory {}", path.display()))?;
-        let text = toml::to_string_pretty(cfg).context("cannot encode the resolved config")?;
+        // The auth token is a secret: it is not written (pass it again on --resume).
+        let mut saved = cfg.clone();
+        saved.learner.auth_token.clear();
+        let text = toml::to_string_pretty(&saved).context("cannot encode the resolved config")?;
         fs::write(path.join("config.toml"), text)
             .with_context(|| format!("cannot write {}/config.toml", path.display()))?;
         Self::open(path)

@@ -224,6 +224,12 @@ impl VolleyService {
         queue: mpsc::Sender<ValidChunk>,
         weights: WeightsReceiver,
     ) -> VolleyService {
+        // Every reason's counter exists from the start at 0, so the first rejection
+        // of a kind shows in rate() and dashboards show 0 rather than no data.
+        for reason in Reason::ALL {
+            counter!(t::CHUNKS_REJECTED, "reason" => reason.label()).increment(0);
+        }
+        volley_common::telemetry::set_run_info(&run.run_id, &run.algorithm, &run.env_id);
         let spec = Arc::new(run.actor_spec());
         VolleyService {
             shared: Arc::new(Shared {
@@ -351,6 +357,10 @@ impl VolleyService {
         let mut closing = self.shared.closing.subscribe();
         tokio::select! {
             sent = queue.send(valid) => sent.map_err(|_| {
+                // The training thread ended (step budget reached, or it failed): the
+                // learner is going down, so registrations are refused from now on
+                // and actors back off instead of reconnecting in a loop.
+                self.close();
                 Rejection::new(Reason::ShuttingDown, "the training queue is closed")
             })?,
             _ = closing.wait_for(|closing| *closing) => {

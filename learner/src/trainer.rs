@@ -95,6 +95,11 @@ impl Trainer {
         status: Arc<Mutex<Status>>,
     ) -> Trainer {
         let now = Instant::now();
+        // Counters exist from the start (at their resumed values), so rate() sees
+        // their first increments.
+        counter!(t::CHUNKS_DROPPED, "reason" => "policy_lag").increment(0);
+        counter!(t::UPDATES).absolute(counters.updates);
+        counter!(t::ENV_STEPS).absolute(counters.steps);
         Trainer {
             steps_at_last_update: counters.steps,
             cfg,

@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
 # volley's test command: installs the native stack if missing, then runs every test of
-# the workspace (unit, integration and conformance tests).
+# the workspace (unit, integration, conformance and process tests) and the deployment
+# tests with real programs:
+#   tests/observability.sh  Debian's prometheus scrapes live runs; every dashboard and
+#                           alert expression must return series; an alert fires
+#   tests/multihost.sh      learner and actors in separate network namespaces, started
+#                           by deploy/hosts.sh; a cut link, a reconnect (needs root)
+#   tests/k8s.sh            Kustomize output validated against Kubernetes schemas, the
+#                           Dockerfile and the Slurm template checked
+#
 #   deploy/test.sh [extra cargo test arguments]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,3 +17,14 @@ deploy/setup.sh
 # The process tests start the built binaries.
 cargo build --workspace --release --bins
 cargo test --workspace --release "$@"
+
+failed=()
+for t in tests/observability.sh tests/multihost.sh tests/k8s.sh; do
+  echo "test.sh: running $t"
+  bash "$t" || failed+=("$t")
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "test.sh: failed: ${failed[*]}" >&2
+  exit 1
+fi
+echo "test.sh: all tests passed"

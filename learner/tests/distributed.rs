@@ -595,6 +595,17 @@ fn wait_for_eval(run: &Run, target: f64, limit: Duration) -> serde_json::Value {
     }
 }
 
+/// One gradient update per env step since learning started, exactly (the run's
+/// last metrics.jsonl line).
+fn assert_one_update_per_step(run: &Run) {
+    let last = updates(run).last().cloned().unwrap_or_default();
+    let ratio = last["replay_ratio"].as_f64().unwrap_or(0.0);
+    assert!(
+        (ratio - 1.0).abs() < 0.01,
+        "replay ratio {ratio}, target 1.0"
+    );
+}
+
 #[test]
 fn sac_learns_hopper_through_the_distributed_path_at_its_replay_ratio() {
     // sac_mujoco.toml with 128-wide hidden layers instead of 256: a third of the
@@ -623,13 +634,7 @@ fn sac_learns_hopper_through_the_distributed_path_at_its_replay_ratio() {
         u["steps"],
         u["time"].as_f64().unwrap_or(0.0)
     );
-    // One gradient update per env step since learning started, exactly.
-    let last = updates(&run).last().cloned().unwrap_or_default();
-    let ratio = last["replay_ratio"].as_f64().unwrap_or(0.0);
-    assert!(
-        (ratio - 1.0).abs() < 0.01,
-        "replay ratio {ratio}, target 1.0"
-    );
+    assert_one_update_per_step(&run);
     assert!(metric(run.metrics_port, "volley_replay_size").unwrap_or(0.0) >= 5000.0);
     assert!(
         metric(m0, "volley_weights_version").unwrap_or(0.0) >= 1.0,
@@ -661,12 +666,7 @@ fn mpdqn_learns_platform_through_the_distributed_path() {
         u["episodes"],
         u["time"].as_f64().unwrap_or(0.0)
     );
-    let last = updates(&run).last().cloned().unwrap_or_default();
-    let ratio = last["replay_ratio"].as_f64().unwrap_or(0.0);
-    assert!(
-        (ratio - 1.0).abs() < 0.01,
-        "replay ratio {ratio}, target 1.0"
-    );
+    assert_one_update_per_step(&run);
     // The actor anneals epsilon by the run's episodes.
     let eps = metric(m0, "volley_explore_epsilon").unwrap_or(1.0);
     assert!(eps < 0.5, "actor epsilon still {eps}");

@@ -275,6 +275,24 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
     };
+    if let Some(c) = resumed_at {
+        let total = cfg.run.total_steps;
+        if total > 0 && c.steps >= total {
+            volley_common::say!(
+                "volley-learner: this run already reached run.total_steps = {total} ({} env steps); nothing to do (raise it with run.total_steps=N to train on)",
+                c.steps
+            );
+            return Ok(());
+        }
+    }
+    // Both ports are taken before the run directory exists, so a port in use leaves
+    // nothing behind.
+    let listen: std::net::SocketAddr = cfg.learner.listen.parse()?;
+    let grpc_listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen} (learner.listen)"))?;
+    grpc_listener.set_nonblocking(true)?;
+    let metrics_addr = cfg.learner.metrics_listen.parse()?;
+    volley_common::telemetry::install_exporter(metrics_addr).map_err(anyhow::Error::msg)?;
     let run_dir = match existing_dir {
         Some(d) => d,
         None => RunDir::create(Path::new(&cfg.run.dir), &run_id(&cfg), &cfg)?,
@@ -288,9 +306,6 @@ fn run(cli: Cli) -> Result<()> {
         );
     }
 
-    let metrics_addr = cfg.learner.metrics_listen.parse()?;
-    volley_common::telemetry::install_exporter(metrics_addr).map_err(anyhow::Error::msg)?;
-    let listen: std::net::SocketAddr = cfg.learner.listen.parse()?;
     let run_name = run_dir
         .path
         .file_name()
@@ -389,9 +404,8 @@ fn run(cli: Cli) -> Result<()> {
     );
     let server_stop = Arc::clone(&stop);
     let served = rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen} (learner.listen)"))?;
+        let listener = tokio::net::TcpListener::from_std(grpc_listener)
+            .with_context(|| format!("cannot serve on {listen} (learner.listen)"))?;
         server::serve(listener, service, async move {
             while !server_stop.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(100)).await;

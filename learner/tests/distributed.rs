@@ -529,6 +529,60 @@ fn a_stopped_run_resumes_from_its_checkpoint() {
         "steps restarted from zero: {next}"
     );
     assert_eq!(next["weights_version"].as_u64(), Some(version + 1));
+
+    // A run whose step budget is spent: --resume says so and exits 0 without
+    // training, and a port in use fails before anything is written.
+    let mut learner = resumed.learner;
+    learner.signal("TERM");
+    assert!(wait_exit(&mut learner.0, Duration::from_secs(30)).success());
+    let lines = updates_in(&resumed.dir).len();
+    let mut done = Command::new(bin("volley-learner"))
+        .args([
+            "--resume",
+            &resumed.dir.display().to_string(),
+            "run.total_steps=1",
+            &format!("learner.listen=127.0.0.1:{}", free_port()),
+            &format!("learner.metrics_listen=127.0.0.1:{}", free_port()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("resume a finished run");
+    assert!(wait_exit(&mut done, Duration::from_secs(60)).success());
+    let mut err = String::new();
+    if let Some(mut e) = done.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(err.contains("already reached run.total_steps"), "{err}");
+    assert_eq!(updates_in(&resumed.dir).len(), lines, "it trained");
+
+    let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy_port = busy.local_addr().expect("addr").port();
+    let parent = resumed.dir.parent().expect("run parent").to_path_buf();
+    let mut clash = Command::new(bin("volley-learner"))
+        .args([
+            "--config",
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../configs/ppo_cartpole.toml")
+                .display()
+                .to_string(),
+            "--device",
+            "cpu",
+            &format!("learner.listen=127.0.0.1:{busy_port}"),
+            &format!("learner.metrics_listen=127.0.0.1:{}", free_port()),
+            &format!("run.dir={}", parent.display()),
+            "run.name=clash",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a learner on a busy port");
+    assert!(!wait_exit(&mut clash, Duration::from_secs(60)).success());
+    assert!(
+        !parent.join("clash").exists(),
+        "a run directory was left behind"
+    );
+    drop(busy);
 }
 
 #[test]

@@ -19,8 +19,8 @@
 #   VOLLEY_RUN_DIR     parent folder of run directories (default /runs)
 #   VOLLEY_RUN_NAME    the run's name; keep it fixed across restarts (default volley)
 #   VOLLEY_CONFIG      run config for a new run (default /etc/volley/run.toml)
-#   VOLLEY_AUTH_TOKEN  shared token: becomes learner.auth_token on the learner; the
-#                      actor reads it itself (volley-actor run --auth-token)
+#   VOLLEY_AUTH_TOKEN  shared token; the learner and the actor read it from the
+#                      environment (learner.auth_token, volley-actor --auth-token)
 #   VOLLEY_BIN_DIR     where the binaries are (default: found on PATH)
 set -euo pipefail
 
@@ -55,10 +55,8 @@ case "$role" in
     run_name="${VOLLEY_RUN_NAME:-volley}"
     config="${VOLLEY_CONFIG:-/etc/volley/run.toml}"
     run="$run_dir/$run_name"
-    extra=()
-    if [ -n "${VOLLEY_AUTH_TOKEN:-}" ]; then
-      extra+=("learner.auth_token=$VOLLEY_AUTH_TOKEN")
-    fi
+    # VOLLEY_AUTH_TOKEN reaches the learner through its environment, not its
+    # command line (where ps would show it).
     if [ -f "$run/checkpoints/latest" ]; then
       if finished "$run" "$@"; then
         # Resuming would train one more update on every restart after the end.
@@ -67,7 +65,7 @@ case "$role" in
         exit 0
       fi
       echo "entrypoint: resuming $run from its newest checkpoint" >&2
-      exec "$(bin volley-learner)" --resume "$run" "$@" "${extra[@]+"${extra[@]}"}"
+      exec "$(bin volley-learner)" --resume "$run" "$@"
     fi
     if [ -e "$run" ]; then
       aside="$run.incomplete-$(date -u +%Y%m%dT%H%M%SZ)"
@@ -78,7 +76,7 @@ case "$role" in
     mkdir -p "$run_dir"
     echo "entrypoint: starting run $run from $config" >&2
     exec "$(bin volley-learner)" --config "$config" "run.dir=$run_dir" "run.name=$run_name" \
-      "$@" "${extra[@]+"${extra[@]}"}"
+      "$@"
     ;;
   actor)
     shift

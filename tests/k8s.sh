@@ -120,7 +120,7 @@ if [ "$have_kubectl" = 1 ]; then
     name="${name#deploy/}"
     out="$tmp/rendered-$(echo "$name" | tr / -).yaml"
     use=("${bins[@]+"${bins[@]}"}")
-    # base + components trains on the base's config: one learner start for it is enough.
+    # base + components trains on the base's config: one learner --check for it is enough.
     [ "$name" = k8s/overlays/all ] && [ ${#use[@]} -gt 0 ] && use=("${use[@]:2}")
     if render "$target" "$out" 2>"$tmp/out"; then
       check "manifests $name (kustomize, schemas $k8s_version, consistency${use[*]:+, binaries})" \
@@ -132,7 +132,7 @@ if [ "$have_kubectl" = 1 ]; then
     fi
   done
   if [ ${#bins[@]} -eq 0 ]; then
-    skip "learner start on the rendered config (no target/release binaries; flags read from the sources)"
+    skip "volley-learner --check on the rendered config (no target/release binaries; flags read from the sources)"
   fi
 else
   skip "kustomize rendering (no kubectl 1.21+; Debian's kubernetes-client is 1.20)"
@@ -182,9 +182,9 @@ if [ "$have_kubectl" = 1 ]; then
     render "$work/base" "$work/rendered.yaml"
     if "$py" tests/k8s/check_manifests.py --repo "$root" --k8s-version "$k8s_version" "${bins[@]}" \
       "$work/rendered.yaml" >"$tmp/out" 2>&1; then
-      flunk "broken copy 'env-id' passed the learner start"
-    elif grep -q "learner: did not start" "$tmp/out" && grep -q "starpilots" "$tmp/out"; then
-      pass "broken copy 'env-id' is reported: the learner does not start on it"
+      flunk "broken copy 'env-id' passed volley-learner --check"
+    elif grep -q "learner: volley-learner --check refused" "$tmp/out" && grep -q "starpilots" "$tmp/out"; then
+      pass "broken copy 'env-id' is reported: volley-learner --check refuses it"
     else
       flunk "broken copy 'env-id' failed without the expected message"
       grep -A8 '^FAIL' "$tmp/out" | sed 's/^/      /'

@@ -44,6 +44,10 @@ struct Cli {
     /// Where to train: auto (CUDA when present), cpu or cuda (same as learner.device=).
     #[arg(long)]
     device: Option<String>,
+    /// Check the config, the env and the model, print the resolved config, and exit:
+    /// no ports, no run directory.
+    #[arg(long)]
+    check: bool,
     /// Config overrides, key.path=value.
     overrides: Vec<String>,
 }
@@ -52,6 +56,16 @@ struct Cli {
 enum Learner {
     Ppo(Box<Ppo>, std::collections::HashMap<String, Vec<u8>>),
     OffPolicy(Box<dyn OffPolicyAlgorithm>),
+}
+
+impl Learner {
+    /// Bytes of the weights actors receive.
+    fn weights_len(&self) -> usize {
+        match self {
+            Learner::Ppo(ppo, _) => ppo.policy().to_bytes().len(),
+            Learner::OffPolicy(algo) => algo.actor_weights().len(),
+        }
+    }
 }
 
 fn resolve_device(want: &str) -> Result<Device> {
@@ -275,6 +289,22 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
     };
+    if cli.check {
+        let mut shown = cfg.clone();
+        if !shown.learner.auth_token.is_empty() {
+            shown.learner.auth_token = "<set, not shown>".into();
+        }
+        println!("{}", toml::to_string_pretty(&shown)?);
+        volley_common::say!(
+            "volley-learner: config ok: {} on {} (observations {}, actions {}), model {} bytes of weights",
+            cfg.algorithm.name(),
+            env_id,
+            obs_space.describe(),
+            act_space.describe(),
+            learner.weights_len()
+        );
+        return Ok(());
+    }
     if let Some(c) = resumed_at {
         let total = cfg.run.total_steps;
         if total > 0 && c.steps >= total {

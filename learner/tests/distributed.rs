@@ -461,6 +461,38 @@ fn a_run_with_an_auth_token_serves_only_actors_that_present_it() {
 }
 
 #[test]
+fn check_mode_validates_the_config_and_leaves_nothing_behind() {
+    let dir = std::env::temp_dir().join(format!("volley-test-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _tmp = TempDir(dir.clone());
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/mpdqn_platform.toml");
+    let run = |extra: &[&str]| {
+        Command::new(bin("volley-learner"))
+            .arg("--check")
+            .arg("--config")
+            .arg(&config)
+            .arg(format!("run.dir={}", dir.display()))
+            .args(extra)
+            .output()
+            .expect("run volley-learner --check")
+    };
+    let ok = run(&["learner.auth_token=s3cret"]);
+    let (out, err) = (
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr),
+    );
+    assert!(ok.status.success(), "{err}");
+    assert!(out.contains("algorithm = \"mpdqn\""), "{out}");
+    assert!(!out.contains("s3cret"), "the token was printed");
+    assert!(err.contains("config ok: mpdqn on platform"), "{err}");
+    assert!(!dir.exists(), "--check created the run directory");
+    let bad = run(&["mpdqn.lr=1"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("unknown config key 'mpdqn.lr'"), "{err}");
+}
+
+#[test]
 fn a_stopped_run_resumes_from_its_checkpoint() {
     let run = start_learner(
         "resume",

@@ -27,11 +27,9 @@ import argparse
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import tomllib
 from pathlib import Path
 
@@ -613,36 +611,23 @@ def semantic_checks(docs: list[dict], repo: Path, learner_bin: str | None, actor
 
 
 def start_learner(learner_bin: str, cfg_text: str, overrides: list[str]) -> None:
-    """Starts the learner on the rendered config (CPU, loopback) and stops it once it serves."""
+    """Runs `volley-learner --check` on the rendered config and overrides: parses and
+    validates them, probes the env and builds the model, without ports or a run directory."""
     with tempfile.TemporaryDirectory(prefix="volley-k8s-") as tmp:
         cfg = Path(tmp) / "run.toml"
         cfg.write_text(cfg_text)
-        cmd = [learner_bin, "--config", str(cfg), "--device", "cpu", *overrides,
-               f"run.dir={tmp}/runs", "run.name=k8s-check",
-               "learner.listen=127.0.0.1:0", "learner.metrics_listen=127.0.0.1:0"]
-        log = Path(tmp) / "learner.log"
-        with open(log, "w") as out:
-            p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-            deadline = time.time() + 120
-            started = False
-            while time.time() < deadline and p.poll() is None:
-                if "volley-learner: run " in log.read_text():
-                    started = True
-                    break
-                time.sleep(0.2)
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-        text = log.read_text()
-        if started:
-            ok("learner: starts on the rendered run config and overrides (CPU, loopback), stops on SIGTERM")
+        cmd = [learner_bin, "--check", "--config", str(cfg), "--device", "cpu", *overrides,
+               f"run.dir={tmp}/runs", "run.name=k8s-check"]
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            fail("learner: volley-learner --check did not finish within 120 s")
+            return
+        if p.returncode == 0 and not (Path(tmp) / "runs").exists():
+            ok("learner: volley-learner --check accepts the rendered run config and overrides")
         else:
-            tail = "\n    ".join(text.strip().splitlines()[-8:])
-            fail(f"learner: did not start on the rendered run config:\n    {tail}")
+            tail = "\n    ".join(p.stderr.strip().splitlines()[-8:])
+            fail(f"learner: volley-learner --check refused the rendered run config:\n    {tail}")
 
 
 def main() -> int:

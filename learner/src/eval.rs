@@ -151,6 +151,9 @@ impl Evaluator {
         let thread = std::thread::Builder::new()
             .name("volley-eval".into())
             .spawn(move || {
+                // Small-batch forward passes beside the training thread: one torch
+                // thread (OpenMP's setting is per thread; the default is every core).
+                tch::set_num_threads(1);
                 let mut env = env;
                 let mut policy = policy;
                 for job in job_rx {

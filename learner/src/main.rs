@@ -68,6 +68,14 @@ impl Learner {
     }
 }
 
+/// Sets torch's intra-op threads for the calling thread: with OpenMP the setting is
+/// per thread, so the training thread must make it itself (0: torch's default).
+fn set_torch_threads(n: usize) {
+    if n > 0 {
+        tch::set_num_threads(n as i32);
+    }
+}
+
 fn resolve_device(want: &str) -> Result<Device> {
     match want {
         "cpu" => Ok(Device::Cpu),
@@ -211,9 +219,7 @@ fn run(cli: Cli) -> Result<()> {
         _ => cfg.learner.auth_token.clone(),
     };
     let device = resolve_device(&cfg.learner.device)?;
-    if cfg.learner.torch_threads > 0 {
-        tch::set_num_threads(cfg.learner.torch_threads as i32);
-    }
+    set_torch_threads(cfg.learner.torch_threads);
     tch::manual_seed(cfg.run.seed as i64);
 
     // The spaces come from one env of the run's id: the learner checks the id and its
@@ -373,6 +379,7 @@ fn run(cli: Cli) -> Result<()> {
     let train_stop = Arc::clone(&stop);
     let status2 = Arc::clone(&status);
     let thread = std::thread::Builder::new().name("volley-train".into());
+    let torch_threads = cfg.learner.torch_threads;
     let training = match learner {
         Learner::Ppo(ppo, normalizers) => {
             let mut trainer = Trainer::new(
@@ -388,7 +395,10 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(e) = evaluator {
                 trainer.set_evaluator(e);
             }
-            thread.spawn(move || trainer.run(chunk_rx, train_stop))?
+            thread.spawn(move || {
+                set_torch_threads(torch_threads);
+                trainer.run(chunk_rx, train_stop)
+            })?
         }
         Learner::OffPolicy(algo) => {
             let mut trainer = OffPolicyTrainer::new(
@@ -403,7 +413,10 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(e) = evaluator {
                 trainer.set_evaluator(e);
             }
-            thread.spawn(move || trainer.run(chunk_rx, train_stop))?
+            thread.spawn(move || {
+                set_torch_threads(torch_threads);
+                trainer.run(chunk_rx, train_stop)
+            })?
         }
     };
 

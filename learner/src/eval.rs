@@ -214,13 +214,21 @@ impl EvalTracker {
         self.evaluator = Some(evaluator);
     }
 
-    /// Offers `version` when `every` divides `count` (0: never).
-    pub fn maybe_offer(&self, every: u64, count: u64, version: u64, steps: u64, weights: Bytes) {
+    /// After an update published `version`: offers it when `every` divides `count`
+    /// (0: never), then takes a finished evaluation if there is one ([`Self::poll`]).
+    pub fn after_update(
+        &mut self,
+        every: u64,
+        (count, version, steps): (u64, u64, u64),
+        weights: Bytes,
+        run_dir: &crate::rundir::RunDir,
+    ) -> Result<()> {
         if every > 0 && count % every == 0 {
             if let Some(e) = &self.evaluator {
                 e.offer(version, steps, weights);
             }
         }
+        self.poll(run_dir)
     }
 
     /// Takes a finished evaluation, if any: metrics, and the best checkpoint when it

@@ -380,7 +380,7 @@ fn run(cli: Cli) -> Result<()> {
     let status2 = Arc::clone(&status);
     let thread = std::thread::Builder::new().name("volley-train".into());
     let torch_threads = cfg.learner.torch_threads;
-    let training = match learner {
+    let train: Box<dyn FnOnce() -> Result<()> + Send> = match learner {
         Learner::Ppo(ppo, normalizers) => {
             let mut trainer = Trainer::new(
                 cfg.clone(),
@@ -395,10 +395,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(e) = evaluator {
                 trainer.set_evaluator(e);
             }
-            thread.spawn(move || {
-                set_torch_threads(torch_threads);
-                trainer.run(chunk_rx, train_stop)
-            })?
+            Box::new(move || trainer.run(chunk_rx, train_stop))
         }
         Learner::OffPolicy(algo) => {
             let mut trainer = OffPolicyTrainer::new(
@@ -413,12 +410,13 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(e) = evaluator {
                 trainer.set_evaluator(e);
             }
-            thread.spawn(move || {
-                set_torch_threads(torch_threads);
-                trainer.run(chunk_rx, train_stop)
-            })?
+            Box::new(move || trainer.run(chunk_rx, train_stop))
         }
     };
+    let training = thread.spawn(move || {
+        set_torch_threads(torch_threads);
+        train()
+    })?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -230,14 +230,12 @@ impl OffPolicyTrainer {
         gauge!(t::REPLAY_RATIO).set(self.counters_ratio());
         let weights = self.publish();
         let c = &self.counters;
-        self.eval.maybe_offer(
+        self.eval.after_update(
             self.cfg.eval.every_updates,
-            c.version,
-            c.version,
-            c.steps,
+            (c.version, c.version, c.steps),
             weights,
-        );
-        self.eval.poll(&self.run_dir)?;
+            &self.run_dir,
+        )?;
         self.log(&last, took)?;
         let ck = self.cfg.run.checkpoint_every;
         if ck > 0 && self.counters.version % ck == 0 {

@@ -293,14 +293,12 @@ impl Trainer {
         self.counters.steps += rows as u64;
         let weights = self.publish();
         let c = &self.counters;
-        self.eval.maybe_offer(
+        self.eval.after_update(
             self.cfg.eval.every_updates,
-            c.updates,
-            c.version,
-            c.steps,
+            (c.updates, c.version, c.steps),
             weights,
-        );
-        self.eval.poll(&self.run_dir)?;
+            &self.run_dir,
+        )?;
 
         let now = Instant::now();
         let fps = (self.counters.steps - self.steps_at_last_update) as f64

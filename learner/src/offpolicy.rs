@@ -33,7 +33,7 @@ use crate::replay::ReplayBuffer;
 use crate::rundir::RunDir;
 use crate::sac::UpdateBudget;
 use crate::server::{publish_weights, WeightsSender};
-use crate::trainer::Status;
+use crate::trainer::{budget_spent, Status};
 use crate::validate::ValidChunk;
 
 /// The replay settings of an off-policy algorithm's config.
@@ -167,9 +167,7 @@ impl OffPolicyTrainer {
             gauge!(t::QUEUE_DEPTH).set(rx.len() as f64);
             self.eval.poll(&self.run_dir)?;
             self.ingest(chunk)?;
-            if total > 0 && self.counters.steps >= total {
-                volley_common::say!("volley-learner: reached run.total_steps = {total}, stopping");
-                stop.store(true, Ordering::SeqCst);
+            if budget_spent(total, self.counters.steps, &stop) {
                 break;
             }
         }

@@ -84,6 +84,17 @@ impl std::fmt::Debug for Trainer {
     }
 }
 
+/// Whether a run's step budget (`run.total_steps`, 0: none) is spent; if so, says so
+/// and sets `stop` so the server shuts down too.
+pub(crate) fn budget_spent(total: u64, steps: u64, stop: &AtomicBool) -> bool {
+    if total == 0 || steps < total {
+        return false;
+    }
+    volley_common::say!("volley-learner: reached run.total_steps = {total}, stopping");
+    stop.store(true, Ordering::SeqCst);
+    true
+}
+
 impl Trainer {
     pub fn new(
         cfg: RunConfig,
@@ -164,11 +175,7 @@ impl Trainer {
             self.ingest(chunk)?;
             if self.pending_rows >= self.cfg.ppo.batch_steps {
                 self.update()?;
-                if total > 0 && self.counters.steps >= total {
-                    volley_common::say!(
-                        "volley-learner: reached run.total_steps = {total}, stopping"
-                    );
-                    stop.store(true, Ordering::SeqCst);
+                if budget_spent(total, self.counters.steps, &stop) {
                     break;
                 }
             }

@@ -6,6 +6,7 @@
 //! - [`config`]: TOML configs with dotted command-line overrides.
 //! - [`telemetry`]: metric names and the Prometheus exporter.
 //! - [`nn`]: policy networks, their weights as bytes, and Adam with saveable state.
+//! - [`crc32c`]: CRC-32C, for checkpoint manifests and TensorBoard event files.
 //! - [`signals`]: SIGINT/SIGTERM as a stop flag.
 //! - [`deps`]: where the native dependencies installed by `deploy/setup.sh` live.
 
@@ -32,6 +33,7 @@ macro_rules! say_inline {
 }
 
 pub mod config;
+pub mod crc32c;
 pub mod deps;
 pub mod env;
 pub mod nn;

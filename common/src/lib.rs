@@ -6,6 +6,8 @@
 //! - [`config`]: TOML configs with dotted command-line overrides.
 //! - [`telemetry`]: metric names and the Prometheus exporter.
 //! - [`nn`]: policy networks, their weights as bytes, and Adam with saveable state.
+//! - [`checkpoint`]: durable checkpoints in a run's `checkpoints/` folder: files with a
+//!   checksummed manifest, fsync before rename, numeric names, an atomic `best`.
 //! - [`crc32c`]: CRC-32C, for checkpoint manifests and TensorBoard event files.
 //! - [`signals`]: SIGINT/SIGTERM as a stop flag.
 //! - [`deps`]: where the native dependencies installed by `deploy/setup.sh` live.
@@ -32,6 +34,7 @@ macro_rules! say_inline {
     }};
 }
 
+pub mod checkpoint;
 pub mod config;
 pub mod crc32c;
 pub mod deps;

@@ -5,7 +5,8 @@
 //!   (parameterised actions) and CartPole, and the registry of env ids.
 //! - [`config`]: TOML configs with dotted command-line overrides.
 //! - [`telemetry`]: metric names and the Prometheus exporter.
-//! - [`nn`]: policy networks, their weights as bytes, and Adam with saveable state.
+//! - [`nn`]: policy networks, their weights as bytes, and Adam and RMSprop with
+//!   saveable state.
 //! - [`checkpoint`]: durable checkpoints in a run's `checkpoints/` folder: files with a
 //!   checksummed manifest, fsync before rename, numeric names, an atomic `best`.
 //! - [`crc32c`]: CRC-32C, for checkpoint manifests and TensorBoard event files.

@@ -8,6 +8,8 @@
 //!   evaluation for the loss, and its weights as bytes;
 //! - [`adam`]: [`Adam`] on plain tensors, with per-step learning rate, global grad-norm
 //!   clipping and a saveable state;
+//! - [`rmsprop`]: [`Rmsprop`] as `torch.optim.RMSprop` (no momentum, not centered),
+//!   for A2C, with the same per-step learning rate, clipping and saveable state;
 //! - [`sac`]: the SAC actor (squashed Gaussian) and Q networks, [`sac::SacSpec`] and
 //!   the Polyak target update (Haarnoja et al. 2018);
 //! - [`init`]: orthogonal initialisation (Saxe et al. 2014) as `torch.nn.init.orthogonal_`.
@@ -16,12 +18,14 @@ pub mod adam;
 pub mod init;
 pub mod mpdqn;
 pub mod policy;
+pub mod rmsprop;
 pub mod sac;
 pub mod spec;
 pub mod weights;
 
 pub use adam::{clip_grad_norm, Adam, AdamConfig};
 pub use policy::{Act, Policy};
+pub use rmsprop::{Rmsprop, RmspropConfig};
 pub use spec::{ActionHead, ModelKind, ModelSpec};
 
 /// Errors of the network layer. Every one is recoverable: bad weights, a bad spec or a

@@ -293,16 +293,16 @@ het=(SLURM_JOB_ID=4242 SLURM_HET_SIZE=2 SLURM_JOB_NODELIST_HET_GROUP_0=gpu01
 slurm_case "heterogeneous job" 6 config "${het[@]}"
 # Requeued: the run has a checkpoint now, so the learner resumes it.
 mkdir -p "$tmp/slurm-runs/slurm-4242/checkpoints"
-echo update-00000010 >"$tmp/slurm-runs/slurm-4242/checkpoints/latest"
+echo update-000000000010 >"$tmp/slurm-runs/slurm-4242/checkpoints/latest"
 slurm_case "requeued job" 6 resume "${het[@]}"
 slurm_case "job without components" 4 config SLURM_JOB_ID=4343 SLURM_JOB_NUM_NODES=3 \
   SLURM_JOB_NODELIST='node[1-3]' SLURM_NTASKS_PER_NODE=2
 # A finished run (its checkpoint has run.total_steps) is not trained on again.
 done_run="$tmp/slurm-runs/slurm-4545"
-mkdir -p "$done_run/checkpoints/update-00000100"
+mkdir -p "$done_run/checkpoints/update-000000000100"
 printf '[run]\ntotal_steps = 1_000\n' >"$done_run/config.toml"
-echo update-00000100 >"$done_run/checkpoints/latest"
-echo '{"updates": 100, "steps": 1024, "version": 100}' >"$done_run/checkpoints/update-00000100/counters.json"
+echo update-000000000100 >"$done_run/checkpoints/latest"
+echo '{"format": 2, "algorithm": "ppo", "counters": {"updates": 100, "steps": 1024, "version": 100, "episodes": 7}}' >"$done_run/checkpoints/update-000000000100/training.json"
 if slurm_run finished SLURM_JOB_ID=4545 "${het[@]:1}" \
   && grep -q "has reached run.total_steps" "$tmp/slurm-finished.out" \
   && ! grep -q '^learner {' "$tmp/slurm-finished.log" && ! grep -q '^actor run' "$tmp/slurm-finished.log"; then

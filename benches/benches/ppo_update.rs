@@ -11,13 +11,15 @@
 //! "rows/s" is batch rows (env steps) consumed per second of update; "samples/s" counts
 //! each row once per epoch (forward + backward passes per second).
 
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 use volley_common::env::Space;
 use volley_common::nn::{ModelKind, ModelSpec, Policy};
-use volley_learner::ppo::{Batch, Ppo, PpoConfig};
+use volley_learner::algo::ppo::{Ppo, PpoConfig};
+use volley_learner::rollout::RolloutBatch as Batch;
 
 struct Case {
     name: &'static str,
@@ -98,13 +100,13 @@ fn run(case: &Case, device: Device, rows: i64, updates: usize) -> Result<Row> {
     let mut ppo = Ppo::new(case.spec.clone(), cfg, device)?;
     let batch = random_batch(&case.spec, rows, device);
     // Warm-up (allocator, cuDNN autotuning).
-    ppo.update(&batch, 1e-4)?;
+    ppo.update(&batch, 1e-4, &AtomicBool::new(false))?;
     if device.is_cuda() {
         tch::Cuda::synchronize(0);
     }
     let start = Instant::now();
     for _ in 0..updates {
-        ppo.update(&batch, 1e-4)?;
+        ppo.update(&batch, 1e-4, &AtomicBool::new(false))?;
     }
     if device.is_cuda() {
         tch::Cuda::synchronize(0);

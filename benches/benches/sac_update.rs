@@ -15,8 +15,8 @@ use std::time::Instant;
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 use volley_common::nn::sac::SacSpec;
+use volley_learner::algo::sac::{Sac, SacConfig};
 use volley_learner::replay::ReplayBuffer;
-use volley_learner::sac::{Sac, SacConfig};
 
 struct Row {
     case: &'static str,

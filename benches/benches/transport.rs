@@ -78,8 +78,13 @@ fn run_info(a: &Args) -> RunInfo {
         obs_shape: OBS.to_vec(),
         obs_dtype: DType::U8,
         action: ActionSpec::Discrete { n: ACTIONS },
-        off_policy: false,
+        fields: volley_common::agent::ChunkFields {
+            logprobs: true,
+            values: true,
+            next_obs: false,
+        },
         explore_json: String::new(),
+        reward_json: String::new(),
     }
 }
 

@@ -5,11 +5,14 @@
 //!   (parameterised actions) and CartPole, and the registry of env ids.
 //! - [`config`]: TOML configs with dotted command-line overrides.
 //! - [`telemetry`]: metric names and the Prometheus exporter.
-//! - [`nn`]: policy networks, their weights as bytes, and Adam and RMSprop with
+//! - [`algorithms`]: the one list of the algorithms volley trains;
+//! - [`agent`]: acting, behind one trait, for actors, evaluation and play;
+//! - [`nn`]: the networks of every algorithm, their weights as bytes, optimizers with
 //!   saveable state.
 //! - [`checkpoint`]: durable checkpoints in a run's `checkpoints/` folder: files with a
 //!   checksummed manifest, fsync before rename, numeric names, an atomic `best`.
 //! - [`crc32c`]: CRC-32C, for checkpoint manifests and TensorBoard event files.
+//! - [`reward`]: reward shaping as the run's `[reward]` section says;
 //! - [`signals`]: SIGINT/SIGTERM as a stop flag.
 //! - [`deps`]: where the native dependencies installed by `deploy/setup.sh` live.
 
@@ -35,11 +38,14 @@ macro_rules! say_inline {
     }};
 }
 
+pub mod agent;
+pub mod algorithms;
 pub mod checkpoint;
 pub mod config;
 pub mod crc32c;
 pub mod deps;
 pub mod env;
 pub mod nn;
+pub mod reward;
 pub mod signals;
 pub mod telemetry;

@@ -22,19 +22,15 @@ pub const BYTES_IN: &str = "volley_bytes_in_total";
 pub const BYTES_OUT: &str = "volley_bytes_out_total";
 pub const CONNECTED_ACTORS: &str = "volley_connected_actors";
 pub const RECONNECTS: &str = "volley_reconnects_total";
-// Learning.
+// Learning. Every algorithm's own statistics are gauges `volley_<algorithm>_<stat>`,
+// named and described by the training loop from the algorithm's list
+// (`Algorithm::stats_help`); `lr` also sets LEARNING_RATE and `q_mean` Q_MEAN.
 pub const POLICY_LAG: &str = "volley_policy_lag";
 pub const UPDATES: &str = "volley_updates_total";
 pub const UPDATE_DURATION: &str = "volley_update_duration_seconds";
 pub const LEARNING_RATE: &str = "volley_learning_rate";
 pub const WEIGHTS_VERSION: &str = "volley_weights_version";
-pub const PPO_POLICY_LOSS: &str = "volley_ppo_policy_loss";
-pub const PPO_VALUE_LOSS: &str = "volley_ppo_value_loss";
-pub const PPO_ENTROPY: &str = "volley_ppo_entropy";
-pub const PPO_APPROX_KL: &str = "volley_ppo_approx_kl";
-pub const PPO_CLIP_FRACTION: &str = "volley_ppo_clip_fraction";
-pub const PPO_EXPLAINED_VARIANCE: &str = "volley_ppo_explained_variance";
-// Off-policy learning.
+// Replay learning.
 pub const REPLAY_SIZE: &str = "volley_replay_size";
 pub const REPLAY_RATIO: &str = "volley_replay_ratio";
 pub const REPLAY_RATIO_TARGET: &str = "volley_replay_ratio_target";
@@ -42,11 +38,6 @@ pub const UPDATES_PER_SEC: &str = "volley_updates_per_second";
 pub const EVAL_RETURN: &str = "volley_eval_return";
 pub const EVAL_LENGTH: &str = "volley_eval_length";
 pub const Q_MEAN: &str = "volley_q_mean";
-pub const SAC_Q_LOSS: &str = "volley_sac_q_loss";
-pub const SAC_ACTOR_LOSS: &str = "volley_sac_actor_loss";
-pub const SAC_ALPHA: &str = "volley_sac_alpha";
-pub const MPDQN_Q_LOSS: &str = "volley_mpdqn_q_loss";
-pub const MPDQN_PARAM_LOSS: &str = "volley_mpdqn_param_loss";
 // Exploration (actors).
 pub const EXPLORE_EPSILON: &str = "volley_explore_epsilon";
 // Every process: which run it belongs to (labels run, algorithm, env; value 1).
@@ -130,24 +121,6 @@ pub fn describe_all() {
         Unit::Count,
         "newest weights version (learner: published; actor: in use)"
     );
-    describe_gauge!(
-        PPO_POLICY_LOSS,
-        "PPO clipped surrogate loss of the last update"
-    );
-    describe_gauge!(PPO_VALUE_LOSS, "PPO value loss of the last update");
-    describe_gauge!(PPO_ENTROPY, "policy entropy of the last update");
-    describe_gauge!(
-        PPO_APPROX_KL,
-        "approximate KL between behaviour and updated policy"
-    );
-    describe_gauge!(
-        PPO_CLIP_FRACTION,
-        "fraction of samples whose ratio was clipped"
-    );
-    describe_gauge!(
-        PPO_EXPLAINED_VARIANCE,
-        "explained variance of the value function"
-    );
     describe_histogram!(
         INFERENCE_LATENCY,
         Unit::Seconds,
@@ -171,19 +144,8 @@ pub fn describe_all() {
     );
     describe_gauge!(Q_MEAN, "mean Q value of the last update's batch");
     describe_gauge!(
-        SAC_Q_LOSS,
-        "SAC mean of the twin Q losses of the last update"
-    );
-    describe_gauge!(SAC_ACTOR_LOSS, "SAC actor loss of the last actor step");
-    describe_gauge!(SAC_ALPHA, "SAC entropy temperature");
-    describe_gauge!(MPDQN_Q_LOSS, "MP-DQN Q-network loss of the last update");
-    describe_gauge!(
-        MPDQN_PARAM_LOSS,
-        "MP-DQN parameter-network loss (-sum_k Q_k) of the last update"
-    );
-    describe_gauge!(
         EXPLORE_EPSILON,
-        "probability of a uniform random discrete choice (MP-DQN actors)"
+        "probability of a uniform random action or choice (epsilon-greedy actors)"
     );
     describe_gauge!(
         RUN_INFO,

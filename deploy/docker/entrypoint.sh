@@ -42,7 +42,7 @@ finished() {
     case "$a" in run.total_steps=*) total="${a#run.total_steps=}" ;; esac
   done
   latest="$(tr -d '[:space:]' <"$run/checkpoints/latest")"
-  steps="$(grep -o '"steps": *[0-9]*' "$run/checkpoints/$latest/counters.json" 2>/dev/null | grep -o '[0-9]*$' | head -n 1)"
+  steps="$(grep -o '"steps": *[0-9]*' "$run/checkpoints/$latest/training.json" 2>/dev/null | grep -o '[0-9]*$' | head -n 1)"
   case "$total$steps" in '' | *[!0-9]*) return 1 ;; esac
   [ -n "$total" ] && [ -n "$steps" ] && [ "$total" -gt 0 ] && [ "$steps" -ge "$total" ]
 }

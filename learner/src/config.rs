@@ -2,53 +2,120 @@
 //! owns it; actors receive what they need when they register.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use toml::Table;
+use volley_common::algorithms::{is_algorithm, ALGORITHMS};
+use volley_common::config::{apply_override, read_file, ConfigError};
+use volley_common::reward::RewardConfig;
 
 use crate::eval::EvalConfig;
-use crate::mpdqn::MpdqnConfig;
-use crate::ppo::PpoConfig;
-use crate::sac::SacConfig;
 
-/// The algorithm a run trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Algorithm {
-    #[default]
-    Ppo,
-    Sac,
-    Mpdqn,
-}
-
-impl Algorithm {
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::Ppo => "ppo",
-            Algorithm::Sac => "sac",
-            Algorithm::Mpdqn => "mpdqn",
-        }
-    }
-
-    /// Off-policy algorithms train from a replay buffer of transitions.
-    pub fn off_policy(self) -> bool {
-        matches!(self, Algorithm::Sac | Algorithm::Mpdqn)
-    }
-}
-
-/// Everything a run needs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
+/// Everything a run needs. The shared sections are fields; the algorithm's own
+/// section (`[ppo]`, `[sac]`, ...) is kept as TOML in `sections` and read by
+/// the algorithm's module (`crate::algo::<name>`), which also fills in its defaults
+/// for the resolved config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunConfig {
-    pub algorithm: Algorithm,
+    /// The algorithm this run trains: a name of `volley_common::algorithms`.
+    pub algorithm: String,
     pub run: RunSection,
     pub env: EnvSection,
     pub rollout: RolloutSection,
     pub learner: LearnerSection,
     pub model: ModelSection,
     pub eval: EvalConfig,
-    pub ppo: PpoConfig,
-    pub sac: SacConfig,
-    pub mpdqn: MpdqnConfig,
+    pub reward: RewardConfig,
+    pub checkpoint: CheckpointSection,
+    /// The algorithm's section, by algorithm name (at most the run's own).
+    #[serde(flatten)]
+    pub sections: Table,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            algorithm: "ppo".into(),
+            run: RunSection::default(),
+            env: EnvSection::default(),
+            rollout: RolloutSection::default(),
+            learner: LearnerSection::default(),
+            model: ModelSection::default(),
+            eval: EvalConfig::default(),
+            reward: RewardConfig::default(),
+            checkpoint: CheckpointSection::default(),
+            sections: Table::new(),
+        }
+    }
+}
+
+impl RunConfig {
+    /// Loads `path` (or the defaults) and applies the dotted overrides.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<RunConfig, ConfigError> {
+        let mut table = match path {
+            Some(p) => read_file(p)?,
+            None => Table::new(),
+        };
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        RunConfig::from_table(table)
+    }
+
+    /// A config from a TOML table: the shared sections are checked key by key (an
+    /// unknown key is an error naming its dotted path); the algorithms' sections are
+    /// kept for their modules.
+    pub fn from_table(mut table: Table) -> Result<RunConfig, ConfigError> {
+        let mut sections = Table::new();
+        for name in ALGORITHMS {
+            if let Some(v) = table.remove(*name) {
+                if !v.is_table() {
+                    return Err(ConfigError::Invalid(format!(
+                        "'{name}' must be a section ([{name}]), not a value"
+                    )));
+                }
+                sections.insert((*name).to_string(), v);
+            }
+        }
+        let mut cfg: RunConfig = volley_common::config::from_table(table)?;
+        // Keys no shared section has land in the flattened table: unknown keys.
+        if let Some(k) = cfg.sections.keys().next() {
+            return Err(ConfigError::UnknownKey(k.clone()));
+        }
+        cfg.sections = sections;
+        Ok(cfg)
+    }
+
+    /// The algorithm's own section as given (empty when absent).
+    pub fn algorithm_section(&self) -> Table {
+        match self.sections.get(&self.algorithm) {
+            Some(toml::Value::Table(t)) => t.clone(),
+            _ => Table::new(),
+        }
+    }
+}
+
+/// Checkpoints: how many are kept and what goes into them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointSection {
+    /// Checkpoints kept (the newest); older ones are removed.
+    pub keep: usize,
+    /// Keep the replay buffer in checkpoints while its filled part fits this many
+    /// bytes (0: never); a larger buffer is left out, said in the log, and refills
+    /// after a resume.
+    pub max_replay_bytes: u64,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        CheckpointSection {
+            keep: 3,
+            max_replay_bytes: 4 << 30,
+        }
+    }
 }
 
 /// The run as a whole.
@@ -62,7 +129,7 @@ pub struct RunSection {
     pub seed: u64,
     /// Env steps to train on before stopping (0 = until stopped).
     pub total_steps: u64,
-    /// Checkpoint every this many updates (and at exit).
+    /// Checkpoint every this many weights versions (and at exit; 0: only at exit).
     pub checkpoint_every: u64,
     /// Seconds between console status lines.
     pub status_every_secs: f64,
@@ -188,6 +255,25 @@ impl Default for ModelSection {
     }
 }
 
+impl ModelSection {
+    /// The network kind for observations of `obs`: `auto` is the IMPALA CNN for
+    /// images and an MLP for vectors.
+    pub fn kind_for(&self, obs: &volley_common::env::Space) -> volley_common::nn::ModelKind {
+        use volley_common::nn::ModelKind;
+        let image = matches!(obs, volley_common::env::Space::Image { .. });
+        match (self.kind.as_str(), image) {
+            ("impala_cnn", _) | ("auto", true) => ModelKind::ImpalaCnn {
+                depths: self.cnn_depths.clone(),
+                fc: self.fc,
+            },
+            ("nature_cnn", _) => ModelKind::NatureCnn { fc: self.fc },
+            _ => ModelKind::Mlp {
+                hidden: self.hidden.clone(),
+            },
+        }
+    }
+}
+
 impl RunConfig {
     /// Checks what serde cannot: parseable addresses and env id, sizes at least 1.
     pub fn validate(&self) -> Result<(), String> {
@@ -215,10 +301,20 @@ impl RunConfig {
                 return Err(format!("{k} must be at least 1"));
             }
         }
-        match self.algorithm {
-            Algorithm::Ppo => self.ppo.validate().map_err(|e| format!("ppo: {e}"))?,
-            Algorithm::Sac => self.sac.validate().map_err(|e| format!("sac: {e}"))?,
-            Algorithm::Mpdqn => self.mpdqn.validate().map_err(|e| format!("mpdqn: {e}"))?,
+        if !is_algorithm(&self.algorithm) {
+            return Err(format!(
+                "algorithm: {}",
+                volley_common::algorithms::unknown(&self.algorithm)
+            ));
+        }
+        if let Some(other) = self.sections.keys().find(|k| **k != self.algorithm) {
+            return Err(format!(
+                "[{other}] configures {other}, but this run trains {}: remove the section or set algorithm = \"{other}\"",
+                self.algorithm
+            ));
+        }
+        if self.checkpoint.keep == 0 {
+            return Err("checkpoint.keep must be at least 1".into());
         }
         if !["auto", "cpu", "cuda"].contains(&self.learner.device.as_str()) {
             return Err(format!(
@@ -244,37 +340,71 @@ mod tests {
     #[test]
     fn shipped_configs_parse_and_validate() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
-        for (name, algorithm) in [
-            ("ppo_procgen.toml", Algorithm::Ppo),
-            ("ppo_mujoco.toml", Algorithm::Ppo),
-            ("ppo_cartpole.toml", Algorithm::Ppo),
-            ("sac_mujoco.toml", Algorithm::Sac),
-            ("mpdqn_platform.toml", Algorithm::Mpdqn),
-        ] {
-            let cfg: RunConfig = volley_common::config::load(Some(&dir.join(name)), &[])
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut seen = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let cfg = RunConfig::load(Some(&path), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
             cfg.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(cfg.algorithm, algorithm, "{name}");
+            // The file is named after its algorithm.
+            assert!(name.starts_with(&format!("{}_", cfg.algorithm)), "{name}");
+            seen.insert(cfg.algorithm.clone());
+        }
+        // Every algorithm ships a config.
+        for a in ALGORITHMS {
+            assert!(seen.contains(*a), "no config for {a}");
         }
     }
 
     #[test]
     fn overrides_apply_and_unknown_keys_are_named() {
         let o = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let cfg: RunConfig =
-            volley_common::config::load(None, &o(&["ppo.lr=3e-4", "env.id=procgen:bigfish"]))
-                .unwrap();
-        assert_eq!(cfg.ppo.lr, 3e-4);
+        let cfg = RunConfig::load(None, &o(&["ppo.lr=3e-4", "env.id=procgen:bigfish"])).unwrap();
+        assert_eq!(cfg.algorithm_section()["lr"].as_float(), Some(3e-4));
         assert_eq!(cfg.env.id, "procgen:bigfish");
-        let e = volley_common::config::load::<RunConfig>(None, &o(&["ppo.learning_rate=1"]))
-            .unwrap_err()
-            .to_string();
-        assert_eq!(e, "unknown config key 'ppo.learning_rate'");
-        let e = volley_common::config::load::<RunConfig>(None, &o(&["envs.id=x"]))
+        cfg.validate().unwrap();
+        let e = RunConfig::load(None, &o(&["envs.id=x"]))
             .unwrap_err()
             .to_string();
         assert_eq!(e, "unknown config key 'envs'");
-        let bad: RunConfig = volley_common::config::load(None, &o(&["env.id=Hopper-v9"])).unwrap();
+        let e = RunConfig::load(None, &o(&["run.seeed=3"]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "unknown config key 'run.seeed'");
+        let e = RunConfig::load(None, &o(&["ppo=3"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be a section"), "{e}");
+        let bad = RunConfig::load(None, &o(&["env.id=Hopper-v9"])).unwrap();
         assert!(bad.validate().unwrap_err().contains("unknown env id"));
+        // A section of another algorithm than the run's is refused, by name.
+        let other = RunConfig::load(None, &o(&["sac.tau=0.01"])).unwrap();
+        let e = other.validate().unwrap_err();
+        assert!(
+            e.contains("[sac] configures sac, but this run trains ppo"),
+            "{e}"
+        );
+        let e = RunConfig::load(None, &o(&["algorithm=dqn9"]))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("unknown algorithm 'dqn9'"), "{e}");
+    }
+
+    #[test]
+    fn the_resolved_config_round_trips_through_toml() {
+        let o = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cfg = RunConfig::load(
+            None,
+            &o(&["algorithm=sac", "sac.tau=0.01", "reward.death_penalty=-1"]),
+        )
+        .unwrap();
+        let text = toml::to_string_pretty(&cfg).unwrap();
+        let back = RunConfig::from_table(text.parse().unwrap()).unwrap();
+        assert_eq!(back, cfg);
+        assert_eq!(back.reward.death_penalty, -1.0);
     }
 }

@@ -1,79 +1,34 @@
 //! Evaluation: greedy episodes with a published version of the weights, on a thread
 //! of its own so training never waits for it.
 //!
-//! The trainer offers every `eval.every_updates`-th version; the evaluator takes it
-//! if idle (a version offered while one is being evaluated is skipped), runs
-//! `eval.episodes` episodes, one per env of its own vector env, with the greedy action
-//! (argmax or mean), and hands back the mean return and length with the weights it
-//! evaluated, so the trainer can keep the best as `checkpoints/best`.
+//! The training loop offers every `eval.every_updates`-th version; the evaluator
+//! takes it if idle (a version offered while one is being evaluated is skipped), runs
+//! `eval.episodes` episodes, one per env of its own vector env, with the algorithm's
+//! agent in greedy mode (argmax, mean action, no exploration: the same
+//! [`volley_common::agent::Agent`] the actors act with), and hands back the mean
+//! return and length with the weights it evaluated, so the loop can keep the best as
+//! `checkpoints/best`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
-use volley_common::env::{make_vec_env, Actions, EnvId, ObsBuf, Space, VecEnvOptions};
-use volley_common::nn::mpdqn::{MpdqnNet, MpdqnSpec};
-use volley_common::nn::sac::{SacActor, SacSpec};
-use volley_common::nn::{ModelSpec, Policy};
-
-/// Which network acts in evaluation.
-#[derive(Debug, Clone)]
-pub enum EvalNet {
-    /// A PPO policy: argmax or mean action.
-    Policy(ModelSpec),
-    /// A SAC actor: the squashed mean action.
-    Sac(SacSpec),
-    /// MP-DQN: the greedy choice with the parameter network's parameters.
-    Mpdqn(MpdqnSpec),
-}
-
-enum Net {
-    Policy(Policy),
-    Sac(SacActor),
-    Mpdqn(MpdqnNet),
-}
-
-/// A greedy action per env.
-enum Greedy {
-    /// Discrete actions, or continuous ones (not yet clipped to the bounds).
-    Tensor(Tensor),
-    /// Parameterised: choices and parameters in env units.
-    Parameterised { choice: Vec<i64>, params: Vec<f32> },
-}
-
-impl Net {
-    fn load(&mut self, bytes: &[u8]) -> volley_common::nn::NnResult<()> {
-        match self {
-            Net::Policy(p) => p.load_bytes(bytes),
-            Net::Sac(a) => a.load_bytes(bytes),
-            Net::Mpdqn(m) => m.load_bytes(bytes),
-        }
-    }
-
-    fn greedy(&self, obs: &Tensor) -> Result<Greedy> {
-        Ok(match self {
-            Net::Policy(p) => Greedy::Tensor(p.act_greedy(obs)?.action),
-            Net::Sac(a) => Greedy::Tensor(a.act_deterministic(obs)?),
-            Net::Mpdqn(m) => {
-                let flat = Vec::<f32>::try_from(obs.to_kind(Kind::Float).flatten(0, -1))?;
-                let a = m.act_greedy(&flat)?;
-                Greedy::Parameterised {
-                    choice: a.choice,
-                    params: a.env_params,
-                }
-            }
-        })
-    }
-}
+use tch::Device;
+use volley_common::agent::{
+    observation_shape, observations, ActionBatch, Agent, AgentRecipe, Mode, Progress,
+};
+use volley_common::checkpoint::CheckpointStore;
+use volley_common::env::{make_vec_env, EnvId, StepBatch, VecEnv, VecEnvOptions};
 
 /// The `[eval]` section of the run config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
-    /// Evaluate every this many updates (0: never).
+    /// Evaluate every this many weights versions (0: never).
     pub every_updates: u64,
     /// Episodes per evaluation (run in parallel, one per env).
     pub episodes: usize,
@@ -97,7 +52,7 @@ impl Default for EvalConfig {
 #[derive(Debug, Clone)]
 pub struct EvalResult {
     pub version: u64,
-    /// Env steps trained on when the evaluated weights were published.
+    /// Env steps of the run when the evaluated weights were published.
     pub steps: u64,
     pub return_mean: f64,
     pub length_mean: f64,
@@ -112,14 +67,6 @@ struct Job {
     weights: Bytes,
 }
 
-/// The trainer's handle on the evaluation thread.
-#[derive(Debug)]
-pub struct Evaluator {
-    jobs: Option<SyncSender<Job>>,
-    results: Receiver<Result<EvalResult, String>>,
-    thread: Option<JoinHandle<()>>,
-}
-
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job")
@@ -128,10 +75,21 @@ impl std::fmt::Debug for Job {
     }
 }
 
+/// The training loop's handle on the evaluation thread.
+#[derive(Debug)]
+pub struct Evaluator {
+    jobs: Option<SyncSender<Job>>,
+    results: Receiver<Result<EvalResult, String>>,
+    /// Set when the evaluator is dropped: an evaluation in progress ends at its next
+    /// step, so a learner that stops never waits for one.
+    cancel: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
 impl Evaluator {
-    /// Starts the thread; it builds its env and policy first, so a problem with either
+    /// Starts the thread; it builds its envs and agent first, so a problem with either
     /// is reported here.
-    pub fn start(env_id: &EnvId, net: &EvalNet, cfg: &EvalConfig) -> Result<Evaluator> {
+    pub fn start(env_id: &EnvId, recipe: &AgentRecipe, cfg: &EvalConfig) -> Result<Evaluator> {
         let env = make_vec_env(
             env_id,
             VecEnvOptions {
@@ -140,13 +98,19 @@ impl Evaluator {
             },
         )
         .with_context(|| format!("cannot make the evaluation envs of {env_id}"))?;
-        let policy = match net {
-            EvalNet::Policy(spec) => Net::Policy(Policy::new(spec.clone(), Device::Cpu)?),
-            EvalNet::Sac(spec) => Net::Sac(SacActor::new(spec.clone(), Device::Cpu)?),
-            EvalNet::Mpdqn(spec) => Net::Mpdqn(MpdqnNet::new(spec.clone(), Device::Cpu)?),
-        };
+        let agent = recipe
+            .build(
+                env.observation_space(),
+                env.action_space(),
+                env.num_envs(),
+                cfg.seed,
+                Device::Cpu,
+            )
+            .context("cannot build the evaluation agent")?;
         let (jobs, job_rx) = mpsc::sync_channel::<Job>(0);
         let (result_tx, results) = mpsc::channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&cancel);
         let cfg = cfg.clone();
         let thread = std::thread::Builder::new()
             .name("volley-eval".into())
@@ -155,11 +119,11 @@ impl Evaluator {
                 // thread (OpenMP's setting is per thread; the default is every core).
                 tch::set_num_threads(1);
                 let mut env = env;
-                let mut policy = policy;
+                let mut agent = agent;
                 for job in job_rx {
-                    let r =
-                        evaluate(&mut *env, &mut policy, &cfg, &job).map_err(|e| format!("{e:#}"));
-                    if result_tx.send(r).is_err() {
+                    let r = evaluate(&mut *env, &mut *agent, &cfg, &job, &stop)
+                        .map_err(|e| format!("{e:#}"));
+                    if stop.load(Ordering::SeqCst) || result_tx.send(r).is_err() {
                         return;
                     }
                 }
@@ -167,6 +131,7 @@ impl Evaluator {
         Ok(Evaluator {
             jobs: Some(jobs),
             results,
+            cancel,
             thread: Some(thread),
         })
     }
@@ -192,7 +157,9 @@ impl Evaluator {
 
 impl Drop for Evaluator {
     fn drop(&mut self) {
-        // Closing the job channel ends the thread after its current evaluation.
+        // Cancelling ends the evaluation in progress; closing the job channel ends
+        // the thread.
+        self.cancel.store(true, Ordering::SeqCst);
         self.jobs = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -200,8 +167,8 @@ impl Drop for Evaluator {
     }
 }
 
-/// What a trainer keeps of evaluation: the evaluator, the result to log next and the
-/// best return so far (whose weights are `checkpoints/best`).
+/// What the training loop keeps of evaluation: the evaluator, the result to log next
+/// and the best return so far (whose weights are `checkpoints/best`).
 #[derive(Debug, Default)]
 pub struct EvalTracker {
     evaluator: Option<Evaluator>,
@@ -214,6 +181,25 @@ impl EvalTracker {
         self.evaluator = Some(evaluator);
     }
 
+    /// The best evaluation so far (restored from `checkpoints/best` on resume).
+    pub fn best(&self) -> Option<f64> {
+        self.best
+    }
+
+    /// Continues from the best checkpoint of a resumed run: a later evaluation must
+    /// beat its score to replace it.
+    pub fn restore_best(&mut self, store: &CheckpointStore) -> Result<()> {
+        let Some(best) = store.load_best().context("cannot read checkpoints/best")? else {
+            return Ok(());
+        };
+        let info: serde_json::Value = match best.files.get("eval.json") {
+            Some(b) => serde_json::from_slice(b).context("bad eval.json in checkpoints/best")?,
+            None => serde_json::Value::Null,
+        };
+        self.best = info["eval_return_mean"].as_f64();
+        Ok(())
+    }
+
     /// After an update published `version`: offers it when `every` divides `count`
     /// (0: never), then takes a finished evaluation if there is one ([`Self::poll`]).
     pub fn after_update(
@@ -221,19 +207,19 @@ impl EvalTracker {
         every: u64,
         (count, version, steps): (u64, u64, u64),
         weights: Bytes,
-        run_dir: &crate::rundir::RunDir,
+        store: &CheckpointStore,
     ) -> Result<()> {
         if every > 0 && count % every == 0 {
             if let Some(e) = &self.evaluator {
                 e.offer(version, steps, weights);
             }
         }
-        self.poll(run_dir)
+        self.poll(store)
     }
 
     /// Takes a finished evaluation, if any: metrics, and the best checkpoint when it
     /// beats every earlier one.
-    pub fn poll(&mut self, run_dir: &crate::rundir::RunDir) -> Result<()> {
+    pub fn poll(&mut self, store: &CheckpointStore) -> Result<()> {
         let Some(r) = self.evaluator.as_ref().and_then(Evaluator::poll) else {
             return Ok(());
         };
@@ -255,7 +241,9 @@ impl EvalTracker {
                 "eval_length_mean": r.length_mean,
                 "eval_episodes": r.episodes,
             });
-            crate::checkpoint::save_best(run_dir, &r.weights, &info)
+            let info = serde_json::to_vec_pretty(&info)?;
+            store
+                .save_best(&[("weights.bin", &r.weights), ("eval.json", &info)])
                 .context("cannot write the best checkpoint")?;
         }
         self.last = Some(r);
@@ -277,7 +265,7 @@ impl EvalTracker {
 /// Adds one step to the episodes still running; true once every env's first episode
 /// has ended.
 fn record(
-    batch: &volley_common::env::StepBatch,
+    batch: &StepBatch,
     done: &mut [Option<(f32, u32)>],
     ret: &mut [f32],
     len: &mut [u32],
@@ -296,65 +284,34 @@ fn record(
 }
 
 fn evaluate(
-    env: &mut dyn volley_common::env::VecEnv,
-    policy: &mut Net,
+    env: &mut dyn VecEnv,
+    agent: &mut dyn Agent,
     cfg: &EvalConfig,
     job: &Job,
+    cancel: &AtomicBool,
 ) -> Result<EvalResult> {
-    policy
-        .load(&job.weights)
+    agent
+        .load_weights(&job.weights)
         .context("evaluation cannot load the published weights")?;
     let n = env.num_envs();
-    let shape: Vec<i64> = match env.observation_space() {
-        Space::Image {
-            height,
-            width,
-            channels,
-        } => vec![n as i64, *height as i64, *width as i64, *channels as i64],
-        s => vec![n as i64, s.flat_len() as i64],
+    let shape = observation_shape(env.observation_space());
+    let space = env.action_space().clone();
+    let progress = Progress {
+        version: job.version,
+        steps: job.steps,
+        episodes: 0,
     };
-    let discrete = matches!(env.action_space(), Space::Discrete { .. });
-    let (low, high) = match env.action_space() {
-        Space::Box { low, high, .. } => (low.clone(), high.clone()),
-        _ => (Vec::new(), Vec::new()),
-    };
+    let (mut act, mut clipped) = (ActionBatch::default(), Vec::new());
     env.reset(cfg.seed)?;
     let mut done: Vec<Option<(f32, u32)>> = vec![None; n];
     let (mut ret, mut len) = (vec![0f32; n], vec![0u32; n]);
     for _ in 0..cfg.max_steps {
-        let obs = match &env.batch().obs {
-            ObsBuf::U8(v) => Tensor::from_slice(v),
-            ObsBuf::F32(v) => Tensor::from_slice(v),
+        if cancel.load(Ordering::SeqCst) {
+            anyhow::bail!("evaluation cancelled");
         }
-        .view(shape.as_slice());
-        let action = match policy.greedy(&obs)? {
-            Greedy::Tensor(t) => t,
-            Greedy::Parameterised { choice, params } => {
-                let batch = env.step(Actions::Parameterised {
-                    choice: &choice,
-                    params: &params,
-                })?;
-                if record(batch, &mut done, &mut ret, &mut len) {
-                    break;
-                }
-                continue;
-            }
-        };
-        let flat = action
-            .to_kind(if discrete { Kind::Int64 } else { Kind::Float })
-            .flatten(0, -1);
-        let batch = if discrete {
-            let a = Vec::<i64>::try_from(&flat)?;
-            env.step(Actions::Discrete(&a))?
-        } else {
-            let dim = low.len().max(1);
-            let a: Vec<f32> = Vec::<f32>::try_from(&flat)?
-                .iter()
-                .enumerate()
-                .map(|(j, v)| v.clamp(low[j % dim], high[j % dim]))
-                .collect();
-            env.step(Actions::Continuous(&a))?
-        };
+        let obs = observations(&env.batch().obs, n, &shape)?;
+        agent.act(&obs, &progress, Mode::Greedy, &mut act)?;
+        let batch = env.step(act.env_actions(&space, &mut clipped)?)?;
         if record(batch, &mut done, &mut ret, &mut len) {
             break;
         }

@@ -1,26 +1,30 @@
-//! volley-learner: the gRPC server that ingests actor trajectories, trains PPO, SAC or
-//! MP-DQN on one device and broadcasts weights. The environment layer it shares with
-//! the actors lives in `volley-common`. The data flow is described in docs/runtime.md.
+//! volley-learner: the gRPC server that ingests actor trajectories, trains one of the
+//! algorithms of `volley_common::algorithms` on one device and broadcasts weights.
+//! The environment layer and the networks it shares with the actors live in
+//! `volley-common`. The data flow is described in docs/runtime.md; adding an
+//! algorithm in docs/adding-an-algorithm.md.
 //!
 //! - [`server`], [`validate`]: the gRPC service, chunk validation, weight streams;
-//! - [`trainer`]: the training thread (batches, updates, publication, logging);
-//! - [`ppo`]: PPO (Schulman et al. 2017);
+//! - [`training`]: the one training loop (queue, data source, updates, publication,
+//!   logging, evaluation, checkpoints), the same for every algorithm;
+//! - [`algo`]: the algorithm trait and one module per algorithm of the list
+//!   (`algo::<name>`);
+//! - [`rollout`], [`normalize`]: the on-policy data source (GAE, reward statistic);
+//! - [`replay`]: the replay data source;
 //! - [`eval`]: greedy evaluation on its own thread, feeding the best checkpoint;
-//! - [`sac`]: SAC (Haarnoja et al. 2018); [`replay`]: its replay buffer;
 //! - [`config`]: the run config; [`rundir`], [`checkpoint`]: the run directory.
 
 pub use volley_common::env;
 
+pub mod algo;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod memory;
-pub mod mpdqn;
-pub mod offpolicy;
-pub mod ppo;
+pub mod normalize;
 pub mod replay;
+pub mod rollout;
 pub mod rundir;
-pub mod sac;
 pub mod server;
-pub mod trainer;
+pub mod training;
 pub mod validate;

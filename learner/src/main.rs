@@ -10,20 +10,17 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use tch::Device;
 use tokio::sync::{mpsc, watch};
-use volley_common::config::{apply_override, from_table, load};
+use volley_common::agent::AgentRecipe;
+use volley_common::checkpoint::CheckpointStore;
+use volley_common::config::apply_override;
 use volley_common::env::{make_vec_env, EnvId, Space, VecEnvOptions};
-use volley_common::nn::sac::SacSpec;
-use volley_common::nn::{ModelKind, ModelSpec};
-use volley_learner::checkpoint::{self, Counters};
-use volley_learner::config::{Algorithm, RunConfig};
-use volley_learner::eval::{EvalNet, Evaluator};
-use volley_learner::mpdqn::Mpdqn;
-use volley_learner::offpolicy::{OffPolicyAlgorithm, OffPolicyTrainer};
-use volley_learner::ppo::Ppo;
+use volley_learner::algo::{self, BuildContext};
+use volley_learner::checkpoint;
+use volley_learner::config::RunConfig;
+use volley_learner::eval::Evaluator;
 use volley_learner::rundir::RunDir;
-use volley_learner::sac::Sac;
 use volley_learner::server::{self, RunInfo, ServerOptions, VolleyService};
-use volley_learner::trainer::{Status, Trainer};
+use volley_learner::training::{ObsLayout, Status, Training};
 use volley_learner::validate::ActionSpec;
 use volley_proto::DType;
 
@@ -52,22 +49,6 @@ struct Cli {
     overrides: Vec<String>,
 }
 
-/// The algorithm a run trains, with its networks.
-enum Learner {
-    Ppo(Box<Ppo>, std::collections::HashMap<String, Vec<u8>>),
-    OffPolicy(Box<dyn OffPolicyAlgorithm>),
-}
-
-impl Learner {
-    /// Bytes of the weights actors receive.
-    fn weights_len(&self) -> usize {
-        match self {
-            Learner::Ppo(ppo, _) => ppo.policy().to_bytes().len(),
-            Learner::OffPolicy(algo) => algo.actor_weights().len(),
-        }
-    }
-}
-
 /// Sets torch's intra-op threads for the calling thread: with OpenMP the setting is
 /// per thread, so the training thread must make it itself (0: torch's default).
 fn set_torch_threads(n: usize) {
@@ -82,21 +63,6 @@ fn resolve_device(want: &str) -> Result<Device> {
         "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
         "cuda" => bail!("learner.device = cuda, but no CUDA device is available (use auto or cpu)"),
         _ => Ok(Device::cuda_if_available()),
-    }
-}
-
-fn model_kind(cfg: &RunConfig, obs: &Space) -> ModelKind {
-    let m = &cfg.model;
-    let image = matches!(obs, Space::Image { .. });
-    match (m.kind.as_str(), image) {
-        ("impala_cnn", _) | ("auto", true) => ModelKind::ImpalaCnn {
-            depths: m.cnn_depths.clone(),
-            fc: m.fc,
-        },
-        ("nature_cnn", _) => ModelKind::NatureCnn { fc: m.fc },
-        _ => ModelKind::Mlp {
-            hidden: m.hidden.clone(),
-        },
     }
 }
 
@@ -123,19 +89,19 @@ fn run_id(cfg: &RunConfig) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    format!("{}-{env}-{secs}", cfg.algorithm.name())
+    format!("{}-{env}-{secs}", cfg.algorithm)
 }
 
-/// What `Register` tells actors: the run's env, rollout settings and model.
+/// What `Register` tells actors: the run's env, rollout settings, algorithm and model.
 fn run_info(
     cfg: &RunConfig,
     run_id: &str,
-    model_spec_json: String,
-    explore_json: String,
+    recipe: &AgentRecipe,
+    fields: volley_common::agent::ChunkFields,
     obs: &Space,
     act: &Space,
 ) -> Result<RunInfo> {
-    let algo = cfg.algorithm.name();
+    let algo = &cfg.algorithm;
     let (obs_shape, obs_dtype) = match obs {
         Space::Image {
             height,
@@ -148,7 +114,31 @@ fn run_info(
             other.describe()
         ),
     };
-    let action = match act {
+    Ok(RunInfo {
+        run_id: run_id.to_string(),
+        algorithm: cfg.algorithm.clone(),
+        model_spec_json: recipe.spec_json.clone(),
+        env_id: cfg.env.id.clone(),
+        num_envs: cfg.env.num_envs,
+        env_threads: cfg.env.threads,
+        chunk_steps: cfg.rollout.chunk_steps,
+        max_inflight: cfg.rollout.max_inflight,
+        obs_shape,
+        obs_dtype,
+        action: action_spec(act, algo)?,
+        fields,
+        explore_json: recipe.explore_json.clone(),
+        reward_json: if cfg.reward.is_identity() {
+            String::new()
+        } else {
+            serde_json::to_string(&cfg.reward)?
+        },
+    })
+}
+
+/// How the actions of `act` travel on the wire.
+fn action_spec(act: &Space, algo: &str) -> Result<ActionSpec> {
+    Ok(match act {
         Space::Discrete { n } => ActionSpec::Discrete { n: *n as u32 },
         Space::Box { .. } => ActionSpec::Continuous {
             dim: act.flat_len() as u32,
@@ -161,22 +151,26 @@ fn run_info(
             "action space {} is not supported by {algo}",
             other.describe()
         ),
-    };
-    Ok(RunInfo {
-        run_id: run_id.to_string(),
-        algorithm: cfg.algorithm.name().to_string(),
-        model_spec_json,
-        env_id: cfg.env.id.clone(),
-        num_envs: cfg.env.num_envs,
-        env_threads: cfg.env.threads,
-        chunk_steps: cfg.rollout.chunk_steps,
-        max_inflight: cfg.rollout.max_inflight,
-        obs_shape,
-        obs_dtype,
-        action,
-        off_policy: cfg.algorithm.off_policy(),
-        explore_json,
     })
+}
+
+/// Sets the stop flag when dropped: the training thread holds one, so however it
+/// ends (done, an error, a panic) the server stops serving and the process exits.
+struct StopOnExit(Arc<AtomicBool>);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The message of a panic payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 fn main() -> ExitCode {
@@ -196,20 +190,15 @@ fn run(cli: Cli) -> Result<()> {
     }
     // A new run's directory is created only once the config, the env and the model
     // have been checked, so a mistake leaves nothing behind.
-    let (cfg, existing_dir, resumed) = match &cli.resume {
+    let (mut cfg, existing_dir) = match &cli.resume {
         Some(dir) => {
             let mut table = RunDir::read_config(dir)?;
             for o in &overrides {
                 apply_override(&mut table, o)?;
             }
-            let cfg: RunConfig = from_table(table)?;
-            let loaded = checkpoint::load_latest(dir)?;
-            (cfg, Some(RunDir::open(dir.clone())?), Some(loaded))
+            (RunConfig::from_table(table)?, Some(dir.clone()))
         }
-        None => {
-            let cfg: RunConfig = load(cli.config.as_deref(), &overrides)?;
-            (cfg, None, None)
-        }
+        None => (RunConfig::load(cli.config.as_deref(), &overrides)?, None),
     };
     cfg.validate().map_err(anyhow::Error::msg)?;
     // The token may come from the environment (so `ps` does not show it); the run
@@ -225,76 +214,51 @@ fn run(cli: Cli) -> Result<()> {
     // The spaces come from one env of the run's id: the learner checks the id and its
     // native library before any actor connects.
     let env_id: EnvId = cfg.env.id.parse()?;
-    let (obs_space, act_space) = {
-        let probe = make_vec_env(
-            &env_id,
-            VecEnvOptions {
-                num_envs: 1,
-                threads: 1,
-            },
-        )
-        .with_context(|| format!("cannot make env {env_id}"))?;
-        (
-            probe.observation_space().clone(),
-            probe.action_space().clone(),
-        )
+    let probe = make_vec_env(
+        &env_id,
+        VecEnvOptions {
+            num_envs: 1,
+            threads: 1,
+        },
+    )
+    .with_context(|| format!("cannot make env {env_id}"))?;
+    let (obs_space, act_space) = (
+        probe.observation_space().clone(),
+        probe.action_space().clone(),
+    );
+    cfg.reward
+        .validate(&env_id, probe.time_limit())
+        .map_err(anyhow::Error::msg)?;
+    // The algorithm (its config section resolved), and the agent actors and the
+    // evaluation build from its spec: built here too, so a spec they cannot build
+    // fails now.
+    let built = algo::build(BuildContext {
+        cfg: &cfg,
+        observation_space: &obs_space,
+        action_space: &act_space,
+        device,
+    })
+    .with_context(|| format!("cannot build {} for {env_id}", cfg.algorithm))?;
+    cfg.sections = toml::Table::from_iter([(
+        cfg.algorithm.clone(),
+        toml::Value::Table(built.section.clone()),
+    )]);
+    let recipe = AgentRecipe {
+        algorithm: cfg.algorithm.clone(),
+        spec_json: built.spec_json.clone(),
+        explore_json: built.explore_json.clone(),
     };
-    // The algorithm's networks (resumed if asked), the spec actors build theirs from,
-    // and what evaluation acts with.
-    let mut counters = Counters::default();
-    let resumed_at = resumed.as_ref().map(|l| l.counters);
-    let (model_spec_json, explore_json, eval_net, learner) = match cfg.algorithm {
-        Algorithm::Ppo => {
-            let spec = ModelSpec::for_spaces(model_kind(&cfg, &obs_space), &obs_space, &act_space)?;
-            let mut ppo = Ppo::new(spec.clone(), cfg.ppo.clone(), device)?;
-            let mut normalizers = Default::default();
-            if let Some(l) = resumed {
-                ppo.load_weights(&l.weights)
-                    .context("checkpoint weights do not fit the model")?;
-                ppo.load_optimizer_state(&l.optimizer)
-                    .context("checkpoint optimizer state does not fit the model")?;
-                counters = l.counters;
-                normalizers = l.normalizers;
-            }
-            (
-                serde_json::to_string(&spec)?,
-                String::new(),
-                EvalNet::Policy(spec),
-                Learner::Ppo(Box::new(ppo), normalizers),
-            )
-        }
-        Algorithm::Sac => {
-            let spec = SacSpec::for_spaces(&obs_space, &act_space, cfg.sac.hidden.clone())?;
-            let mut sac = Sac::new(spec.clone(), cfg.sac.clone(), device)?;
-            if let Some(l) = resumed {
-                sac.load_state_bytes(&l.optimizer)
-                    .context("checkpoint state does not fit the sac networks")?;
-                counters = l.counters;
-            }
-            (
-                serde_json::to_string(&spec)?,
-                String::new(),
-                EvalNet::Sac(spec),
-                Learner::OffPolicy(Box::new(sac)),
-            )
-        }
-        Algorithm::Mpdqn => {
-            let spec = cfg.mpdqn.spec_for(&obs_space, &act_space)?;
-            let mut mpdqn = Mpdqn::new(spec.clone(), cfg.mpdqn.clone(), device)?;
-            if let Some(l) = resumed {
-                mpdqn
-                    .load_state_bytes(&l.optimizer)
-                    .context("checkpoint state does not fit the mp-dqn networks")?;
-                counters = l.counters;
-            }
-            (
-                serde_json::to_string(&spec)?,
-                serde_json::to_string(&cfg.mpdqn.explore_settings())?,
-                EvalNet::Mpdqn(spec),
-                Learner::OffPolicy(Box::new(mpdqn)),
-            )
-        }
+    let fields = recipe
+        .build(&obs_space, &act_space, 1, 0, Device::Cpu)
+        .context("actors could not act with this model")?
+        .fields();
+    let layout = ObsLayout {
+        len: obs_space.flat_len(),
+        u8: matches!(obs_space, Space::Image { .. }),
+        action_width: action_spec(&act_space, &cfg.algorithm)?.replay_width(),
+        final_obs: probe.batch().has_final_obs,
     };
+    drop(probe);
     if cli.check {
         let mut shown = cfg.clone();
         if !shown.learner.auth_token.is_empty() {
@@ -303,20 +267,30 @@ fn run(cli: Cli) -> Result<()> {
         println!("{}", toml::to_string_pretty(&shown)?);
         volley_common::say!(
             "volley-learner: config ok: {} on {} (observations {}, actions {}), model {} bytes of weights",
-            cfg.algorithm.name(),
+            cfg.algorithm,
             env_id,
             obs_space.describe(),
             act_space.describe(),
-            learner.weights_len()
+            built.algorithm.actor_weights().len()
         );
         return Ok(());
     }
-    if let Some(c) = resumed_at {
+    let restored = match &existing_dir {
+        Some(dir) => {
+            let store = CheckpointStore::new(dir.join("checkpoints"), cfg.checkpoint.keep);
+            Some(
+                checkpoint::load_latest(&store)
+                    .with_context(|| format!("cannot resume {}", dir.display()))?,
+            )
+        }
+        None => None,
+    };
+    if let Some(r) = &restored {
         let total = cfg.run.total_steps;
-        if total > 0 && c.steps >= total {
+        let steps = r.training.counters.steps;
+        if total > 0 && steps >= total {
             volley_common::say!(
-                "volley-learner: this run already reached run.total_steps = {total} ({} env steps); nothing to do (raise it with run.total_steps=N to train on)",
-                c.steps
+                "volley-learner: this run already reached run.total_steps = {total} ({steps} env steps); nothing to do (raise it with run.total_steps=N to train on)"
             );
             return Ok(());
         }
@@ -330,93 +304,68 @@ fn run(cli: Cli) -> Result<()> {
     let metrics_addr = cfg.learner.metrics_listen.parse()?;
     volley_common::telemetry::install_exporter(metrics_addr).map_err(anyhow::Error::msg)?;
     let run_dir = match existing_dir {
-        Some(d) => d,
+        Some(d) => RunDir::open(d)?,
         None => RunDir::create(Path::new(&cfg.run.dir), &run_id(&cfg), &cfg)?,
     };
-    if let Some(c) = resumed_at {
-        volley_common::say!(
-            "volley-learner: resumed {} at update {}, {} env steps",
-            run_dir.path.display(),
-            c.updates,
-            c.steps
-        );
-    }
-
     let run_name = run_dir
         .path
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let info = run_info(&cfg, &run_name, &recipe, fields, &obs_space, &act_space)?;
+
+    let (chunk_tx, chunk_rx) = mpsc::channel(cfg.learner.queue_chunks);
+    let (weights_tx, weights_rx) = watch::channel(None);
+    let status = Arc::new(Mutex::new(Status::default()));
+    let stop = volley_common::signals::stop_on_signals("volley-learner")?;
+    let dir_shown = run_dir.path.display().to_string();
+    let mut training = Training::new(
+        cfg.clone(),
+        built.algorithm,
+        layout,
+        device,
+        run_dir,
+        weights_tx,
+        Arc::clone(&status),
+    )?;
+    if let Some(r) = restored {
+        let name = r.name.clone();
+        training.restore(r)?;
+        let c = training.counters();
+        volley_common::say!(
+            "volley-learner: resumed {dir_shown} from checkpoint {name}: update {}, {} env steps, weights v{}",
+            c.updates,
+            c.steps,
+            c.version
+        );
+    }
+    if cfg.eval.every_updates > 0 {
+        training.set_evaluator(Evaluator::start(&env_id, &recipe, &cfg.eval)?);
+    }
     volley_common::say!(
         "volley-learner: run {} in {} | {} on {} | device {:?} | grpc {} | metrics http://{}/metrics",
         run_name,
-        run_dir.path.display(),
-        cfg.algorithm.name(),
+        dir_shown,
+        cfg.algorithm,
         env_id,
         device,
         listen,
         metrics_addr
     );
 
-    let info = run_info(
-        &cfg,
-        &run_name,
-        model_spec_json,
-        explore_json,
-        &obs_space,
-        &act_space,
-    )?;
-    let (chunk_tx, chunk_rx) = mpsc::channel(cfg.learner.queue_chunks);
-    let (weights_tx, weights_rx) = watch::channel(None);
-    let status = Arc::new(Mutex::new(Status::default()));
-    let stop = volley_common::signals::stop_on_signals("volley-learner")?;
-
-    let evaluator = if cfg.eval.every_updates > 0 {
-        Some(Evaluator::start(&env_id, &eval_net, &cfg.eval)?)
-    } else {
-        None
-    };
     let train_stop = Arc::clone(&stop);
-    let status2 = Arc::clone(&status);
-    let thread = std::thread::Builder::new().name("volley-train".into());
     let torch_threads = cfg.learner.torch_threads;
-    let train: Box<dyn FnOnce() -> Result<()> + Send> = match learner {
-        Learner::Ppo(ppo, normalizers) => {
-            let mut trainer = Trainer::new(
-                cfg.clone(),
-                *ppo,
-                device,
-                run_dir,
-                counters,
-                weights_tx,
-                status2,
-            );
-            trainer.restore_normalizers(normalizers)?;
-            if let Some(e) = evaluator {
-                trainer.set_evaluator(e);
+    let training = std::thread::Builder::new()
+        .name("volley-train".into())
+        .spawn(move || {
+            let _stop = StopOnExit(Arc::clone(&train_stop));
+            set_torch_threads(torch_threads);
+            let r = training.run(chunk_rx, train_stop);
+            if let Err(e) = &r {
+                volley_common::say!("volley-learner: training failed: {e:#}; stopping");
             }
-            Box::new(move || trainer.run(chunk_rx, train_stop))
-        }
-        Learner::OffPolicy(algo) => {
-            let mut trainer = OffPolicyTrainer::new(
-                cfg.clone(),
-                algo,
-                device,
-                run_dir,
-                counters,
-                weights_tx,
-                status2,
-            )?;
-            if let Some(e) = evaluator {
-                trainer.set_evaluator(e);
-            }
-            Box::new(move || trainer.run(chunk_rx, train_stop))
-        }
-    };
-    let training = thread.spawn(move || {
-        set_torch_threads(torch_threads);
-        train()
-    })?;
+            r
+        })?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -456,14 +405,14 @@ fn run(cli: Cli) -> Result<()> {
         .context("the gRPC server failed")
     });
     stop.store(true, Ordering::SeqCst);
-    let trained = training
-        .join()
-        .map_err(|_| anyhow::anyhow!("the training thread panicked"))?;
+    let trained = training.join().map_err(|payload| {
+        anyhow::anyhow!("the training thread panicked: {}", panic_message(&*payload))
+    })?;
     let _ = status_line.join();
     let _ = memory.join();
     rt.shutdown_timeout(Duration::from_secs(2));
     served?;
-    trained
+    trained.context("training failed")
 }
 
 /// Prints the status line every `every` seconds until `stop`: on a terminal it

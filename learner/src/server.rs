@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
+use volley_common::agent::{ChunkFields, Progress};
 use volley_common::telemetry as t;
 use volley_proto::status::{Reason, Rejection, AUTH_KEY};
 use volley_proto::v1::Dtype;
@@ -53,9 +54,9 @@ const MAX_ACTOR_ID_LEN: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunInfo {
     pub run_id: String,
-    /// `ppo`, `sac`, `mpdqn`.
+    /// The algorithm's name (`volley_common::algorithms`).
     pub algorithm: String,
-    /// JSON of `volley_common::nn::ModelSpec`.
+    /// JSON of the algorithm's network spec.
     pub model_spec_json: String,
     pub env_id: String,
     /// Envs per actor (N).
@@ -71,10 +72,12 @@ pub struct RunInfo {
     /// U8 or F32.
     pub obs_dtype: DType,
     pub action: ActionSpec,
-    /// Off-policy algorithms (sac, mpdqn): chunks carry `next_obs`.
-    pub off_policy: bool,
-    /// The algorithm's exploration settings for actors, JSON (mpdqn); empty: none.
+    /// The optional chunk fields the algorithm trains on.
+    pub fields: ChunkFields,
+    /// The algorithm's exploration settings for actors, JSON; empty: none.
     pub explore_json: String,
+    /// The run's reward shaping for actors (JSON of `RewardConfig`); empty: none.
+    pub reward_json: String,
 }
 
 impl RunInfo {
@@ -86,7 +89,7 @@ impl RunInfo {
             obs_shape: self.obs_shape.clone(),
             obs_dtype: self.obs_dtype,
             action: self.action,
-            off_policy: self.off_policy,
+            fields: self.fields,
         }
     }
 
@@ -114,6 +117,7 @@ impl RunInfo {
             action_dim,
             action_params,
             explore_json: self.explore_json.clone(),
+            reward_json: self.reward_json.clone(),
         }
     }
 }
@@ -130,21 +134,24 @@ pub struct WeightsBlob {
     pub data: Bytes,
     /// Finished episodes the learner had received at publication.
     pub episodes: u64,
+    /// Env steps of the run at publication.
+    pub steps: u64,
 }
 
 /// The sending half the trainer publishes weights through.
 pub type WeightsSender = watch::Sender<Option<Arc<WeightsBlob>>>;
 
 /// Publishes one version to every weight stream (serialised once, shared) and
-/// returns the bytes, for evaluation. `episodes`: finished episodes received so far,
-/// by which actors anneal their exploration.
-pub fn publish_weights(tx: &WeightsSender, version: u64, episodes: u64, data: Vec<u8>) -> Bytes {
+/// returns the bytes, for evaluation. `progress`: the version and the run's env steps
+/// and finished episodes so far, by which actors anneal their exploration.
+pub fn publish_weights(tx: &WeightsSender, progress: Progress, data: Vec<u8>) -> Bytes {
     let data = Bytes::from(data);
-    gauge!(t::WEIGHTS_VERSION).set(version as f64);
+    gauge!(t::WEIGHTS_VERSION).set(progress.version as f64);
     tx.send_replace(Some(Arc::new(WeightsBlob {
-        version,
+        version: progress.version,
         data: data.clone(),
-        episodes,
+        episodes: progress.episodes,
+        steps: progress.steps,
     })));
     data
 }
@@ -422,6 +429,7 @@ async fn stream_weights(
                 data: blob.data.clone(),
                 format: format.clone(),
                 episodes: blob.episodes,
+                steps: blob.steps,
             };
             tokio::select! {
                 sent = tx.send(Ok(message)) => if sent.is_err() { return },
@@ -580,8 +588,13 @@ mod tests {
             obs_shape: vec![4],
             obs_dtype: DType::F32,
             action: ActionSpec::Discrete { n: 2 },
-            off_policy: false,
+            fields: ChunkFields {
+                logprobs: true,
+                values: true,
+                next_obs: false,
+            },
             explore_json: String::new(),
+            reward_json: String::new(),
         };
         let reply = run.reply(3);
         assert_eq!(reply.action_kind, ActionKind::Discrete as i32);

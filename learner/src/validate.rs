@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use volley_common::agent::ChunkFields;
 use volley_proto::status::{Reason, Rejection};
 use volley_proto::tensor::{first_non_bool, first_non_finite_f32, le_to_vec};
 use volley_proto::{check_tensor_bytes, Chunk, DType, Tensor, PROTOCOL_VERSION};
@@ -27,11 +28,12 @@ pub enum ActionSpec {
 }
 
 impl ActionSpec {
-    /// Floats per transition in the replay buffer's action row: the action (continuous),
-    /// or the choice followed by the parameters (parameterised); 0 for discrete.
+    /// Floats per transition in the replay buffer's action row: the action index
+    /// (discrete), the action (continuous), or the choice followed by the parameters
+    /// (parameterised).
     pub fn replay_width(&self) -> usize {
         match *self {
-            ActionSpec::Discrete { .. } => 0,
+            ActionSpec::Discrete { .. } => 1,
             ActionSpec::Continuous { dim } => dim as usize,
             ActionSpec::Parameterised { params, .. } => 1 + params as usize,
         }
@@ -50,9 +52,9 @@ pub struct ActorSpec {
     /// U8 (pixels) or F32 (vectors).
     pub obs_dtype: DType,
     pub action: ActionSpec,
-    /// Off-policy runs send `next_obs` and may leave out the on-policy tensors
-    /// (logprobs, values, truncation and bootstrap values).
-    pub off_policy: bool,
+    /// The optional tensors the algorithm trains on: required, and the others may be
+    /// left out.
+    pub fields: ChunkFields,
 }
 
 impl ActorSpec {
@@ -193,8 +195,9 @@ impl ValidChunk {
     }
 
     /// Actions as the replay buffer stores them, Float `[T * N, W]` with `W` =
-    /// [`ActionSpec::replay_width`]: continuous actions as they are; parameterised
-    /// ones as the choice (an exact small integer in f32) followed by the parameters.
+    /// [`ActionSpec::replay_width`]: a discrete action as its index (an exact small
+    /// integer in f32); continuous actions as they are; parameterised ones as the
+    /// choice followed by the parameters.
     pub fn replay_actions_tensor(&self) -> tch::Tensor {
         match self.action {
             ActionSpec::Parameterised { params, .. } => {
@@ -210,7 +213,11 @@ impl ValidChunk {
                 );
                 tch::Tensor::cat(&[choice, params], 1)
             }
-            _ => self.actions_tensor().to_kind(tch::Kind::Float),
+            ActionSpec::Discrete { .. } => self
+                .actions_tensor()
+                .to_kind(tch::Kind::Float)
+                .view([self.rows() as i64, 1]),
+            ActionSpec::Continuous { .. } => self.actions_tensor().to_kind(tch::Kind::Float),
         }
     }
 
@@ -289,26 +296,48 @@ pub fn check_structure(chunk: Chunk, spec: &ActorSpec) -> Result<ValidChunk, Rej
 
     let obs = take_tensor("obs", chunk.obs, spec.obs_dtype, &obs_shape)?;
     let actions = take_tensor("actions", chunk.actions, action_dtype, &action_shape)?;
-    // Tensors only on-policy algorithms use: required for them, optional otherwise.
-    let on_policy = |name: &str, tensor: Option<Tensor>, shape: &[usize]| {
-        if spec.off_policy && tensor.is_none() {
-            Ok(Bytes::new())
+    // Optional tensors: required when the algorithm trains on them; otherwise
+    // ignored (an actor of an older build may still send them).
+    let optional = |on: bool, name: &str, tensor: Option<Tensor>, dtype: DType, shape: &[usize]| {
+        if on {
+            take_tensor(name, tensor, dtype, shape)
         } else {
-            take_tensor(name, tensor, DType::F32, shape)
+            Ok(Bytes::new())
         }
     };
-    let logprobs = on_policy("logprobs", chunk.logprobs, &per_step)?;
-    let values = on_policy("values", chunk.values, &per_step)?;
+    let f = spec.fields;
+    let logprobs = optional(
+        f.logprobs,
+        "logprobs",
+        chunk.logprobs,
+        DType::F32,
+        &per_step,
+    )?;
+    let values = optional(f.values, "values", chunk.values, DType::F32, &per_step)?;
     let rewards = take_tensor("rewards", chunk.rewards, DType::F32, &per_step)?;
     let terminated = take_tensor("terminated", chunk.terminated, DType::Bool, &per_step)?;
     let truncated = take_tensor("truncated", chunk.truncated, DType::Bool, &per_step)?;
-    let truncation_values = on_policy("truncation_values", chunk.truncation_values, &per_step)?;
-    let bootstrap_values = on_policy("bootstrap_values", chunk.bootstrap_values, &[n])?;
-    let next_obs = if spec.off_policy {
-        take_tensor("next_obs", chunk.next_obs, spec.obs_dtype, &obs_shape)?
-    } else {
-        Bytes::new()
-    };
+    let truncation_values = optional(
+        f.values,
+        "truncation_values",
+        chunk.truncation_values,
+        DType::F32,
+        &per_step,
+    )?;
+    let bootstrap_values = optional(
+        f.values,
+        "bootstrap_values",
+        chunk.bootstrap_values,
+        DType::F32,
+        &[n],
+    )?;
+    let next_obs = optional(
+        f.next_obs,
+        "next_obs",
+        chunk.next_obs,
+        spec.obs_dtype,
+        &obs_shape,
+    )?;
     let action_params = match spec.action {
         ActionSpec::Parameterised { params, .. } => take_tensor(
             "action_params",
@@ -460,7 +489,11 @@ mod tests {
             obs_shape: vec![4],
             obs_dtype: DType::F32,
             action: ActionSpec::Discrete { n: 5 },
-            off_policy: false,
+            fields: ChunkFields {
+                logprobs: true,
+                values: true,
+                next_obs: false,
+            },
         }
     }
 
@@ -521,7 +554,10 @@ mod tests {
     #[test]
     fn off_policy_chunks_need_next_obs_and_may_omit_the_on_policy_tensors() {
         let off = ActorSpec {
-            off_policy: true,
+            fields: ChunkFields {
+                next_obs: true,
+                ..ChunkFields::default()
+            },
             ..spec()
         };
         let lean = || {
@@ -567,7 +603,10 @@ mod tests {
                 choices: 3,
                 params: 2,
             },
-            off_policy: true,
+            fields: ChunkFields {
+                next_obs: true,
+                ..ChunkFields::default()
+            },
             ..spec()
         };
         let chunk = |choice: Vec<i64>, params: Option<Vec<f32>>| {

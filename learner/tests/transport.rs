@@ -88,8 +88,13 @@ fn run_info(obs_shape: &[usize], obs_dtype: DType) -> RunInfo {
         obs_shape: obs_shape.to_vec(),
         obs_dtype,
         action: ActionSpec::Discrete { n: ACTIONS },
-        off_policy: false,
+        fields: volley_common::agent::ChunkFields {
+            logprobs: true,
+            values: true,
+            next_obs: false,
+        },
         explore_json: String::new(),
+        reward_json: String::new(),
     }
 }
 
@@ -139,6 +144,7 @@ impl Learner {
             version,
             data: Bytes::from(vec![version as u8; 100]),
             episodes: 0,
+            steps: 0,
         };
         self.weights.send_replace(Some(Arc::new(blob)));
     }

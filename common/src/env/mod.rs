@@ -173,6 +173,11 @@ pub trait VecEnv: Send {
     fn step(&mut self, actions: Actions<'_>) -> EnvResult<&StepBatch>;
     /// The batch returned by the last `reset` or `step`.
     fn batch(&self) -> &StepBatch;
+    /// Steps after which an episode is truncated by the env's time limit, if it has
+    /// one.
+    fn time_limit(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// The outcome of one step of a single env.

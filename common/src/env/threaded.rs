@@ -109,6 +109,10 @@ impl<E: Env> VecEnv for ThreadedVecEnv<E> {
         self.slots.len()
     }
 
+    fn time_limit(&self) -> Option<u32> {
+        self.max_steps
+    }
+
     fn observation_space(&self) -> &Space {
         &self.obs_space
     }

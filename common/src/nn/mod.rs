@@ -10,18 +10,26 @@
 //!   clipping and a saveable state;
 //! - [`rmsprop`]: [`Rmsprop`] as `torch.optim.RMSprop` (no momentum, not centered),
 //!   for A2C, with the same per-step learning rate, clipping and saveable state;
-//! - [`sac`]: the SAC actor (squashed Gaussian) and Q networks, [`sac::SacSpec`] and
-//!   the Polyak target update (Haarnoja et al. 2018);
-//! - [`init`]: orthogonal initialisation (Saxe et al. 2014) as `torch.nn.init.orthogonal_`.
+//! - [`torso`]: the encoders several networks share (IMPALA CNN, Nature CNN, MLPs);
+//! - [`init`]: orthogonal initialisation (Saxe et al. 2014) as `torch.nn.init.orthogonal_`;
+//! - one module per algorithm of the list in [`crate::algorithms`] (`nn::<name>`),
+//!   with its networks and the [`crate::agent::Agent`] actors act with; each module's
+//!   own docs say which paper it follows.
 
 pub mod adam;
 pub mod init;
-pub mod mpdqn;
 pub mod policy;
 pub mod rmsprop;
-pub mod sac;
 pub mod spec;
+pub mod torso;
 pub mod weights;
+
+// One module per algorithm, `nn::<name>`, declared by the one list
+// (`crate::algorithms`): its networks and its `agent` constructor.
+macro_rules! algorithm_modules {
+    ($($name:ident),* $(,)?) => { $(pub mod $name;)* };
+}
+crate::for_each_algorithm!(algorithm_modules);
 
 pub use adam::{clip_grad_norm, Adam, AdamConfig};
 pub use policy::{Act, Policy};

@@ -50,6 +50,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use super::{weights, Linear, NnError, NnResult};
+use crate::agent::{to_f32_vec, ActionBatch, Agent, AgentContext, ChunkFields, Mode, Progress};
 use crate::env::Space;
 
 const WEIGHTS_MAGIC: &[u8; 4] = b"VLYM";
@@ -735,6 +736,71 @@ pub fn linear_epsilon(episode: u64, start: f64, end: f64, episodes: u64) -> f64 
     } else {
         start - (start - end) * (episode as f64 / episodes as f64)
     }
+}
+
+/// MP-DQN's agent: while training, epsilon-greedy over the choice with epsilon annealed
+/// by the run's finished episodes, and Ornstein-Uhlenbeck noise on the chosen
+/// parameters; when greedy, the best choice with the parameter network's parameters.
+#[derive(Debug)]
+pub struct MpdqnAgent {
+    net: MpdqnNet,
+    explorer: Explorer,
+    settings: ExploreSettings,
+    /// Whether the last `act` explored (its epsilon is then the gauge's).
+    explored: bool,
+}
+
+impl Agent for MpdqnAgent {
+    fn fields(&self) -> ChunkFields {
+        ChunkFields {
+            next_obs: true,
+            ..ChunkFields::default()
+        }
+    }
+
+    fn load_weights(&mut self, bytes: &[u8]) -> NnResult<()> {
+        self.net.load_bytes(bytes)
+    }
+
+    fn act(
+        &mut self,
+        obs: &Tensor,
+        progress: &Progress,
+        mode: Mode,
+        out: &mut ActionBatch,
+    ) -> NnResult<()> {
+        let flat = to_f32_vec(obs)?;
+        let a = match mode {
+            Mode::Explore => {
+                self.explorer.epsilon = self.settings.epsilon(progress.episodes);
+                self.net.act(&flat, &mut self.explorer)?
+            }
+            Mode::Greedy => self.net.act_greedy(&flat)?,
+        };
+        self.explored = mode == Mode::Explore;
+        out.discrete = a.choice;
+        out.params = a.params;
+        out.env_params = a.env_params;
+        Ok(())
+    }
+
+    fn epsilon(&self) -> Option<f64> {
+        self.explored.then_some(self.explorer.epsilon)
+    }
+}
+
+/// MP-DQN's agent, from the [`MpdqnSpec`] and [`ExploreSettings`] JSON the learner
+/// sends.
+pub fn agent(ctx: &AgentContext<'_>) -> NnResult<Box<dyn Agent>> {
+    let spec: MpdqnSpec = ctx.spec("mpdqn")?;
+    let settings: ExploreSettings = ctx.explore("mpdqn")?;
+    let explorer = settings.explorer(ctx.num_envs, spec.param_dim(), ctx.seed ^ 0xd09);
+    Ok(Box::new(MpdqnAgent {
+        net: MpdqnNet::new(spec, ctx.device)?,
+        explorer,
+        settings,
+        explored: false,
+    }))
 }
 
 #[cfg(test)]

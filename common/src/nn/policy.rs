@@ -20,12 +20,16 @@
 //! all little-endian. Variables are in a fixed order (the order the network creates
 //! them), so two policies built from the same spec exchange weights.
 
-use tch::nn::{Path, VarStore};
+use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use super::init::{orthogonal, GAIN_ACTOR, GAIN_CRITIC, GAIN_HIDDEN};
+use super::init::{GAIN_ACTOR, GAIN_CRITIC, GAIN_HIDDEN};
 use super::spec::{ActionHead, ModelKind, ModelSpec};
+use super::torso::{prep_obs, Activation, Builder, Encoder};
 use super::{weights, Linear, NnError, NnResult};
+use crate::agent::{
+    to_f32_vec, to_i64_vec, ActionBatch, Agent, AgentContext, ChunkFields, Mode, Progress,
+};
 
 const WEIGHTS_MAGIC: &[u8; 4] = b"VLYW";
 /// ln(2 pi) / 2, for Gaussian log-densities.
@@ -42,150 +46,11 @@ pub struct Act {
     pub value: Tensor,
 }
 
-/// A 2-d convolution with square kernel, stride and padding.
-#[derive(Debug)]
-struct Conv {
-    w: Tensor,
-    b: Tensor,
-    stride: i64,
-    padding: i64,
-}
-
-impl Conv {
-    fn forward(&self, x: &Tensor) -> NnResult<Tensor> {
-        Ok(x.f_conv2d(
-            &self.w,
-            Some(&self.b),
-            [self.stride; 2],
-            [self.padding; 2],
-            [1, 1],
-            1,
-        )?)
-    }
-}
-
-/// IMPALA residual block: `x + conv1(relu(conv0(relu(x))))`.
-#[derive(Debug)]
-struct ResBlock {
-    conv0: Conv,
-    conv1: Conv,
-}
-
-/// IMPALA stack: conv, 3x3 stride-2 max-pool, two residual blocks.
-#[derive(Debug)]
-struct ConvSequence {
-    conv: Conv,
-    res0: ResBlock,
-    res1: ResBlock,
-}
-
-impl ResBlock {
-    fn forward(&self, x: &Tensor) -> NnResult<Tensor> {
-        let y = self.conv0.forward(&x.f_relu()?)?;
-        let y = self.conv1.forward(&y.f_relu()?)?;
-        Ok(x.f_add(&y)?)
-    }
-}
-
-impl ConvSequence {
-    fn forward(&self, x: &Tensor) -> NnResult<Tensor> {
-        let x = self.conv.forward(x)?;
-        let x = x.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?;
-        let x = self.res0.forward(&x)?;
-        self.res1.forward(&x)
-    }
-}
-
+/// The torso: one encoder both heads read (CNNs), or one MLP per head.
 #[derive(Debug)]
 enum Torso {
-    /// Shared CNN trunk ending in a ReLU feature vector.
-    Impala {
-        stacks: Vec<ConvSequence>,
-        fc: Linear,
-    },
-    Nature {
-        convs: Vec<Conv>,
-        fc: Linear,
-    },
-    /// Separate tanh MLPs for the actor and the critic.
-    Mlp {
-        actor: Vec<Linear>,
-        critic: Vec<Linear>,
-    },
-}
-
-/// Creates the variables, in a fixed order, and remembers that order.
-struct Builder<'a> {
-    root: Path<'a>,
-    device: Device,
-    vars: Vec<(String, Tensor)>,
-}
-
-impl Builder<'_> {
-    fn add(&mut self, path: &[&str], name: &str, t: Tensor) -> Tensor {
-        let mut p = self.root.sub(path[0]);
-        for s in &path[1..] {
-            p = p.sub(*s);
-        }
-        let t = p.add(name, t, true);
-        let mut full = path.join(".");
-        full.push('.');
-        full.push_str(name);
-        self.vars.push((full, t.shallow_clone()));
-        t
-    }
-
-    /// Weight and bias of a layer with `fan_in` inputs: orthogonal times `gain` and
-    /// zero, or PyTorch's default (`kaiming_uniform_(a = sqrt 5)`: both uniform in
-    /// `+-1/sqrt(fan_in)`) when `gain` is `None`.
-    fn init(&self, dims: &[i64], gain: Option<f64>) -> NnResult<(Tensor, Tensor)> {
-        let fan_in: i64 = dims[1..].iter().product();
-        let opts = (Kind::Float, self.device);
-        match gain {
-            Some(g) => Ok((
-                orthogonal(dims, g, self.device)?,
-                Tensor::f_zeros([dims[0]], opts)?,
-            )),
-            None => {
-                let bound = 1.0 / (fan_in as f64).sqrt();
-                let w = Tensor::f_empty(dims, opts)?.f_uniform_(-bound, bound)?;
-                let b = Tensor::f_empty([dims[0]], opts)?.f_uniform_(-bound, bound)?;
-                Ok((w, b))
-            }
-        }
-    }
-
-    fn linear(
-        &mut self,
-        path: &[&str],
-        din: i64,
-        dout: i64,
-        gain: Option<f64>,
-    ) -> NnResult<Linear> {
-        let (w, b) = self.init(&[dout, din], gain)?;
-        Ok(Linear {
-            w: self.add(path, "weight", w),
-            b: self.add(path, "bias", b),
-        })
-    }
-
-    /// A `k`x`k` convolution with `stride` and `padding`, given as `(k, stride, padding)`.
-    fn conv(
-        &mut self,
-        path: &[&str],
-        cin: i64,
-        cout: i64,
-        (k, stride, padding): (i64, i64, i64),
-        gain: Option<f64>,
-    ) -> NnResult<Conv> {
-        let (w, b) = self.init(&[cout, cin, k, k], gain)?;
-        Ok(Conv {
-            w: self.add(path, "weight", w),
-            b: self.add(path, "bias", b),
-            stride,
-            padding,
-        })
-    }
+    Shared(Encoder),
+    Split { actor: Encoder, critic: Encoder },
 }
 
 /// An actor-critic network built from a [`ModelSpec`], on one device.
@@ -217,68 +82,21 @@ impl Policy {
         };
         let (torso, feat_actor, feat_critic) = match &spec.kind {
             ModelKind::ImpalaCnn { depths, fc } => {
-                let (mut h, mut w, mut c) = (
-                    spec.obs_shape[0] as i64,
-                    spec.obs_shape[1] as i64,
-                    spec.obs_shape[2] as i64,
-                );
-                let mut stacks = Vec::new();
-                for (i, &d) in depths.iter().enumerate() {
-                    let d = d as i64;
-                    let s = format!("stack{i}");
-                    let s = s.as_str();
-                    stacks.push(ConvSequence {
-                        conv: b.conv(&["torso", s, "conv"], c, d, (3, 1, 1), None)?,
-                        res0: ResBlock {
-                            conv0: b.conv(&["torso", s, "res0", "conv0"], d, d, (3, 1, 1), None)?,
-                            conv1: b.conv(&["torso", s, "res0", "conv1"], d, d, (3, 1, 1), None)?,
-                        },
-                        res1: ResBlock {
-                            conv0: b.conv(&["torso", s, "res1", "conv0"], d, d, (3, 1, 1), None)?,
-                            conv1: b.conv(&["torso", s, "res1", "conv1"], d, d, (3, 1, 1), None)?,
-                        },
-                    });
-                    // max-pool 3x3, stride 2, padding 1
-                    h = (h + 1) / 2;
-                    w = (w + 1) / 2;
-                    c = d;
-                }
-                let fc_dim = *fc as i64;
-                let fc = b.linear(&["torso", "fc"], h * w * c, fc_dim, None)?;
-                (Torso::Impala { stacks, fc }, fc_dim, fc_dim)
+                let (e, d) = Encoder::impala(&mut b, "torso", &spec.obs_shape, depths, *fc)?;
+                (Torso::Shared(e), d, d)
             }
             ModelKind::NatureCnn { fc } => {
-                let (mut h, mut w) = (spec.obs_shape[0] as i64, spec.obs_shape[1] as i64);
-                let mut c = spec.obs_shape[2] as i64;
-                let mut convs = Vec::new();
-                for (i, (cout, k, s)) in
-                    [(32, 8, 4), (64, 4, 2), (64, 3, 1)].into_iter().enumerate()
-                {
-                    let name = format!("conv{i}");
-                    convs.push(b.conv(&["torso", &name], c, cout, (k, s, 0), Some(GAIN_HIDDEN))?);
-                    h = (h - k) / s + 1;
-                    w = (w - k) / s + 1;
-                    c = cout;
-                }
-                let fc_dim = *fc as i64;
-                let fc = b.linear(&["torso", "fc"], h * w * c, fc_dim, Some(GAIN_HIDDEN))?;
-                (Torso::Nature { convs, fc }, fc_dim, fc_dim)
+                let (e, d) =
+                    Encoder::nature(&mut b, "torso", &spec.obs_shape, *fc, Some(GAIN_HIDDEN))?;
+                (Torso::Shared(e), d, d)
             }
             ModelKind::Mlp { hidden } => {
                 let din = spec.obs_len() as i64;
-                let mut tower = |which: &str| -> NnResult<(Vec<Linear>, i64)> {
-                    let mut layers = Vec::new();
-                    let mut d = din;
-                    for (i, &h) in hidden.iter().enumerate() {
-                        let name = format!("{i}");
-                        layers.push(b.linear(&[which, &name], d, h as i64, Some(GAIN_HIDDEN))?);
-                        d = h as i64;
-                    }
-                    Ok((layers, d))
-                };
-                let (actor, da) = tower("actor")?;
-                let (critic, dc) = tower("critic")?;
-                (Torso::Mlp { actor, critic }, da, dc)
+                let g = Some(GAIN_HIDDEN);
+                let (actor, da) = Encoder::mlp(&mut b, "actor", din, hidden, g, Activation::Tanh)?;
+                let (critic, dc) =
+                    Encoder::mlp(&mut b, "critic", din, hidden, g, Activation::Tanh)?;
+                (Torso::Split { actor, critic }, da, dc)
             }
         };
         let out = match spec.action {
@@ -337,67 +155,30 @@ impl Policy {
         self.vars.iter().map(|(_, t)| t.numel()).sum()
     }
 
-    /// Observations to the float tensor the torso reads: on the policy's device,
-    /// scaled by 1/255 for `u8` specs (whatever the input dtype), NCHW for CNNs and
-    /// [B, obs_len] for MLPs. Checks the shape: [B, *obs_shape].
+    /// Observations as the torso reads them ([`prep_obs`]).
     fn prep(&self, obs: &Tensor) -> NnResult<Tensor> {
-        let size = obs.size();
-        let want = &self.spec.obs_shape;
-        let ok = size.len() == want.len() + 1
-            && size[1..].iter().zip(want).all(|(&a, &b)| a == b as i64);
-        if !ok {
-            return Err(NnError::BadInput(format!(
-                "observations of shape {size:?}, expected [B, {}]",
-                want.iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        let x = obs.f_to_device(self.device())?.f_to_kind(Kind::Float)?;
-        let x = if self.spec.obs_u8 {
-            x.f_div_scalar(255.0)?
-        } else {
-            x
+        let cnn = match &self.torso {
+            Torso::Shared(e) => e.is_cnn(),
+            Torso::Split { .. } => false,
         };
-        Ok(match self.torso {
-            Torso::Mlp { .. } => x.f_view([size[0], -1])?,
-            _ => x.f_permute([0, 3, 1, 2])?.f_contiguous()?,
-        })
+        prep_obs(
+            obs,
+            &self.spec.obs_shape,
+            self.spec.obs_u8,
+            cnn,
+            self.device(),
+        )
     }
 
     /// Actor-head output ([B, n] logits or [B, dim] means) and values [B].
     fn forward(&self, obs: &Tensor) -> NnResult<(Tensor, Tensor)> {
         let x = self.prep(obs)?;
         let (a, c) = match &self.torso {
-            Torso::Impala { stacks, fc } => {
-                let mut x = x;
-                for s in stacks {
-                    x = s.forward(&x)?;
-                }
-                let x = x.f_flatten(1, -1)?.f_relu()?;
-                let f = fc.forward(&x)?.f_relu()?;
+            Torso::Shared(e) => {
+                let f = e.forward(&x)?;
                 (f.shallow_clone(), f)
             }
-            Torso::Nature { convs, fc } => {
-                let mut x = x;
-                for c in convs {
-                    x = c.forward(&x)?.f_relu()?;
-                }
-                let f = fc.forward(&x.f_flatten(1, -1)?)?.f_relu()?;
-                (f.shallow_clone(), f)
-            }
-            Torso::Mlp { actor, critic } => {
-                let mut a = x.shallow_clone();
-                for l in actor {
-                    a = l.forward(&a)?.f_tanh()?;
-                }
-                let mut c = x;
-                for l in critic {
-                    c = l.forward(&c)?.f_tanh()?;
-                }
-                (a, c)
-            }
+            Torso::Split { actor, critic } => (actor.forward(&x)?, critic.forward(&x)?),
         };
         let head = self.actor_head.forward(&a)?;
         let value = self.critic_head.forward(&c)?.f_squeeze_dim(1)?;
@@ -514,6 +295,67 @@ impl Policy {
     /// every value is finite before changing anything: on error the policy is unchanged.
     pub fn load_bytes(&mut self, bytes: &[u8]) -> NnResult<()> {
         weights::decode_into(WEIGHTS_MAGIC, bytes, &mut self.vars)
+    }
+}
+
+/// The agent of the actor-critic algorithms (PPO and those that share its network):
+/// while exploring, an action
+/// sampled from the policy with its log-probability and the critic's value; when
+/// greedy, the most likely action (argmax or mean).
+#[derive(Debug)]
+pub struct ActorCriticAgent {
+    policy: Policy,
+}
+
+impl ActorCriticAgent {
+    /// The agent of `algorithm` from its [`ModelSpec`] JSON.
+    pub fn from_context(algorithm: &str, ctx: &AgentContext<'_>) -> NnResult<Self> {
+        let spec: ModelSpec = ctx.spec(algorithm)?;
+        Ok(ActorCriticAgent {
+            policy: Policy::new(spec, ctx.device)?,
+        })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+}
+
+impl Agent for ActorCriticAgent {
+    fn fields(&self) -> ChunkFields {
+        ChunkFields {
+            logprobs: true,
+            values: true,
+            next_obs: false,
+        }
+    }
+
+    fn load_weights(&mut self, bytes: &[u8]) -> NnResult<()> {
+        self.policy.load_bytes(bytes)
+    }
+
+    fn act(
+        &mut self,
+        obs: &Tensor,
+        _progress: &Progress,
+        mode: Mode,
+        out: &mut ActionBatch,
+    ) -> NnResult<()> {
+        let act = match mode {
+            Mode::Explore => self.policy.act(obs)?,
+            Mode::Greedy => self.policy.act_greedy(obs)?,
+        };
+        out.logprobs = to_f32_vec(&act.logprob)?;
+        out.values = to_f32_vec(&act.value)?;
+        match self.policy.spec().action {
+            ActionHead::Categorical { .. } => out.discrete = to_i64_vec(&act.action)?,
+            ActionHead::Gaussian { .. } => out.continuous = to_f32_vec(&act.action)?,
+        }
+        Ok(())
+    }
+
+    fn values(&self, obs: &Tensor) -> NnResult<Vec<f32>> {
+        to_f32_vec(&self.policy.value(obs)?)
     }
 }
 

@@ -20,11 +20,13 @@
 //! Weights travel as bytes in the format of [`super::Policy::to_bytes`] (`"VLYW"`,
 //! version 1, names and shapes, then the `f32` data), so the same tools read both.
 
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use super::{weights, Linear, NnError, NnResult};
-use crate::env::Space;
+use crate::agent::{to_f32_vec, ActionBatch, Agent, AgentContext, ChunkFields, Mode, Progress};
+use crate::env::{Actions, EnvRng, RandomActions, Space};
 
 /// Lower bound of the actor's log standard deviation (CleanRL `LOG_STD_MIN`).
 pub const LOG_STD_MIN: f64 = -5.0;
@@ -492,6 +494,66 @@ pub fn polyak_update(target: &[Tensor], online: &[Tensor], tau: f64) -> NnResult
         t.shallow_clone().f_copy_(&mixed)?;
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Acting
+// ---------------------------------------------------------------------------------
+
+/// SAC's agent: while training, uniform random actions until the learner's first
+/// update (weights version 0, CleanRL's warm-up of `learning_starts` steps), then a
+/// sample of the squashed Gaussian; when greedy, the squashed mean.
+#[derive(Debug)]
+pub struct SacAgent {
+    actor: SacActor,
+    random: RandomActions,
+    rng: EnvRng,
+}
+
+impl Agent for SacAgent {
+    fn fields(&self) -> ChunkFields {
+        ChunkFields {
+            next_obs: true,
+            ..ChunkFields::default()
+        }
+    }
+
+    fn load_weights(&mut self, bytes: &[u8]) -> NnResult<()> {
+        self.actor.load_bytes(bytes)
+    }
+
+    fn act(
+        &mut self,
+        obs: &Tensor,
+        progress: &Progress,
+        mode: Mode,
+        out: &mut ActionBatch,
+    ) -> NnResult<()> {
+        let obs = obs.f_view([obs.size().first().copied().unwrap_or(0), -1])?;
+        match mode {
+            Mode::Explore if progress.version == 0 => {
+                if let Actions::Continuous(a) = self.random.sample(&mut self.rng) {
+                    out.continuous.clear();
+                    out.continuous.extend_from_slice(a);
+                }
+            }
+            Mode::Explore => out.continuous = to_f32_vec(&self.actor.act(&obs)?)?,
+            Mode::Greedy => out.continuous = to_f32_vec(&self.actor.act_deterministic(&obs)?)?,
+        }
+        Ok(())
+    }
+}
+
+/// SAC's agent, from the [`SacSpec`] JSON the learner sends.
+pub fn agent(ctx: &AgentContext<'_>) -> NnResult<Box<dyn Agent>> {
+    let spec: SacSpec = ctx.spec("sac")?;
+    let random = RandomActions::new(ctx.action_space, ctx.num_envs)
+        .map_err(|e| NnError::BadSpec(format!("sac warm-up actions: {e}")))?;
+    Ok(Box::new(SacAgent {
+        actor: SacActor::new(spec, ctx.device)?,
+        random,
+        rng: EnvRng::seed_from_u64(ctx.seed ^ 0x5ac),
+    }))
 }
 
 #[cfg(test)]

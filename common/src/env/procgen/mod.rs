@@ -337,6 +337,10 @@ impl VecEnv for ProcgenVecEnv {
         self.batch.num_envs
     }
 
+    fn time_limit(&self) -> Option<u32> {
+        Some(self.timeout)
+    }
+
     fn observation_space(&self) -> &Space {
         &self.obs_space
     }

@@ -13,16 +13,18 @@
 //!   with `H_target = -|A|`;
 //! - uniform random actions for the first `learning_starts` env steps.
 //!
-//! Layout, as in CleanRL: the hyperparameters ([`SacConfig`]), then the networks
-//! (built from a [`SacSpec`] in `volley_common::nn::sac`), then the update
-//! ([`Sac::update`]). The replay buffer is [`crate::replay`].
+//! Layout, as in CleanRL: the hyperparameters ([`SacConfig`], CleanRL's defaults),
+//! then the networks (built from a [`SacSpec`] in `volley_common::nn::sac`), then the
+//! update ([`Sac::update`]), then the training loop's view ([`build`]). The replay
+//! buffer is [`crate::replay`].
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use volley_common::nn::sac::{polyak_update, SacActor, SacQ, SacSpec};
 use volley_common::nn::{Adam, AdamConfig, NnError};
 
-use crate::replay::{ReplayBatch, ReplayError};
+use super::{Algorithm, Batch, BuildContext, Built, Source, Stats, UpdateContext};
+use crate::replay::{ReplayBatch, ReplayError, ReplaySettings};
 
 /// Errors of the SAC code: a bad config or input, or a failure of the network layer.
 #[derive(Debug, thiserror::Error)]
@@ -171,24 +173,6 @@ impl SacConfig {
     /// actions.
     pub fn random_phase(&self, global_step: u64) -> bool {
         global_step < self.learning_starts
-    }
-}
-
-/// Counts gradient updates owed for env steps at `replay_ratio` updates per step,
-/// carrying the fractional part (ratio 0.25: one update every 4 steps; ratio 2: two per
-/// step).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct UpdateBudget {
-    owed: f64,
-}
-
-impl UpdateBudget {
-    /// Records `env_steps` new env steps; returns how many updates to run now.
-    pub fn add_steps(&mut self, env_steps: u64, replay_ratio: f64) -> u64 {
-        self.owed += env_steps as f64 * replay_ratio;
-        let n = self.owed.floor();
-        self.owed -= n;
-        n as u64
     }
 }
 
@@ -577,55 +561,76 @@ impl Sac {
 }
 
 // ---------------------------------------------------------------------------------
-// The off-policy training thread's view
+// The training loop's view
 // ---------------------------------------------------------------------------------
 
-impl crate::offpolicy::OffPolicyAlgorithm for Sac {
-    fn replay_settings(&self) -> crate::offpolicy::ReplaySettings {
-        crate::offpolicy::ReplaySettings {
+const STATS: &[(&str, &str)] = &[
+    ("q_loss", "mean of the twin Q losses of the last update"),
+    ("qf1_loss", "first Q network's loss of the last update"),
+    ("qf2_loss", "second Q network's loss of the last update"),
+    ("actor_loss", "actor loss of the last actor step"),
+    ("alpha", "entropy temperature"),
+    ("alpha_loss", "temperature loss of the last temperature step"),
+    ("q_mean", "mean Q value of the last update's batch"),
+];
+
+impl Algorithm for Sac {
+    fn source(&self) -> Source {
+        Source::Replay(ReplaySettings {
             capacity: self.cfg.buffer_size,
             max_bytes: self.cfg.buffer_max_bytes(),
             batch_size: self.cfg.batch_size,
             learning_starts: self.cfg.learning_starts,
             replay_ratio: self.cfg.replay_ratio,
-        }
+            n_step: 1,
+            gamma: self.cfg.gamma,
+            split_rewards: false,
+        })
     }
 
-    fn obs_dim(&self) -> usize {
-        self.spec.obs_dim
-    }
-
-    fn action_width(&self) -> usize {
-        self.spec.action_dim()
-    }
-
-    fn update(&mut self, batch: &ReplayBatch) -> anyhow::Result<Vec<(&'static str, f64)>> {
-        let s = Sac::update(self, batch).map_err(|e| anyhow::anyhow!("sac update failed: {e}"))?;
+    fn update(&mut self, batch: &Batch<'_>, _ctx: &UpdateContext<'_>) -> anyhow::Result<Stats> {
+        let s = Sac::update(self, batch.replay("sac")?)?;
         Ok(vec![
+            ("q_loss", 0.5 * (s.qf1_loss + s.qf2_loss)),
             ("qf1_loss", s.qf1_loss),
             ("qf2_loss", s.qf2_loss),
             ("actor_loss", s.actor_loss),
             ("alpha", s.alpha),
+            ("alpha_loss", s.alpha_loss),
             ("q_mean", s.q_mean),
         ])
-    }
-
-    fn record(&self, stats: &[(&'static str, f64)]) {
-        use volley_common::telemetry as t;
-        let get = |k: &str| stats.iter().find(|s| s.0 == k).map_or(0.0, |s| s.1);
-        metrics::gauge!(t::SAC_Q_LOSS).set(0.5 * (get("qf1_loss") + get("qf2_loss")));
-        metrics::gauge!(t::SAC_ACTOR_LOSS).set(get("actor_loss"));
-        metrics::gauge!(t::SAC_ALPHA).set(get("alpha"));
-        metrics::gauge!(t::Q_MEAN).set(get("q_mean"));
     }
 
     fn actor_weights(&self) -> Vec<u8> {
         Sac::actor_weights(self)
     }
 
-    fn state_to_bytes(&self) -> Vec<u8> {
+    fn state(&self) -> Vec<u8> {
         Sac::state_to_bytes(self)
     }
+
+    fn load_state(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        Ok(Sac::load_state_bytes(self, bytes)?)
+    }
+
+    fn stats_help(&self) -> &'static [(&'static str, &'static str)] {
+        STATS
+    }
+}
+
+/// SAC for a run: `[sac]` (CleanRL's defaults) for a box observation and a bounded
+/// box action space.
+pub fn build(ctx: BuildContext<'_>) -> anyhow::Result<Built> {
+    let cfg: SacConfig = ctx.section()?;
+    cfg.validate()?;
+    let spec = SacSpec::for_spaces(ctx.observation_space, ctx.action_space, cfg.hidden.clone())?;
+    let sac = Sac::new(spec.clone(), cfg.clone(), ctx.device)?;
+    Ok(Built {
+        section: super::section_of(&cfg)?,
+        spec_json: serde_json::to_string(&spec)?,
+        explore_json: String::new(),
+        algorithm: Box::new(sac),
+    })
 }
 
 #[cfg(test)]
@@ -660,6 +665,8 @@ mod tests {
             rewards: Tensor::randn([n], o),
             next_obs: Tensor::randn([n, 4], o),
             terminated: Tensor::full([n], f64::from(terminated), o),
+            horizon: Tensor::ones([n], o),
+            reward_parts: Tensor::zeros([n, 0], o),
         }
     }
 
@@ -695,10 +702,6 @@ mod tests {
             assert!(c.validate().is_err(), "{bad}");
         }
         assert!(c.random_phase(4999) && !c.random_phase(5000));
-        let mut b = UpdateBudget::default();
-        let got: Vec<u64> = (0..8).map(|_| b.add_steps(1, 0.25)).collect();
-        assert_eq!(got, [0, 0, 0, 1, 0, 0, 0, 1]);
-        assert_eq!(b.add_steps(4, 2.0), 8);
     }
 
     #[test]

@@ -1,21 +1,28 @@
 //! Proximal Policy Optimization (Schulman et al. 2017, arXiv 1707.06347) with the
 //! Procgen settings of Cobbe et al. 2020 (arXiv 1912.01588, openai/train-procgen) as
 //! CleanRL's `ppo_procgen.py` implements them: generalized advantage estimation
-//! (Schulman et al. 2016), the clipped surrogate objective, clipped value loss, an
-//! entropy bonus, per-minibatch advantage normalisation, global grad-norm clipping,
-//! Adam with eps 1e-5, and rewards divided by a running standard deviation of the
-//! discounted return, then clipped.
+//! (Schulman et al. 2016, [`crate::rollout::gae`]), the clipped surrogate objective,
+//! clipped value loss, an entropy bonus, per-minibatch advantage normalisation, global
+//! grad-norm clipping, Adam with eps 1e-5, and rewards divided by a running standard
+//! deviation of the discounted return, then clipped ([`crate::normalize`]).
 //!
-//! Layout, as in CleanRL: the hyperparameters ([`PpoConfig`]), then the data
-//! preparation ([`gae`], [`RewardNormalizer`]), then the networks (built from the
-//! run's `ModelSpec` in `volley_common::nn`), then the update ([`Ppo::update`],
-//! [`ppo_loss`]).
+//! Layout, as in CleanRL: the hyperparameters ([`PpoConfig`], defaults the paper's),
+//! then the networks (the actor-critic of `volley_common::nn::ppo`), then the update
+//! ([`Ppo::update`], [`ppo_loss`]), then the training loop's view ([`build`]). The
+//! data (chunks of recent weights, advantages) come from the on-policy source,
+//! [`crate::rollout`].
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
-use volley_common::nn::{Adam, AdamConfig, ModelSpec, NnError, Policy};
+use volley_common::nn::{Adam, AdamConfig, ModelKind, ModelSpec, NnError, Policy};
+
+use super::{Algorithm, Batch, BuildContext, Built, Source, Stats, UpdateContext};
+use crate::checkpoint::{pack_state, unpack_state};
+use crate::config::ModelSection;
+use crate::rollout::{RolloutBatch, RolloutError, RolloutSettings};
 
 /// Errors of the PPO code: inconsistent inputs or a failure of the network layer.
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +31,8 @@ pub enum PpoError {
     BadInput(String),
     #[error("bad config: {0}")]
     BadConfig(String),
-    #[error("bad reward-normaliser state: {0}")]
-    BadState(String),
+    #[error(transparent)]
+    Rollout(#[from] RolloutError),
     #[error(transparent)]
     Nn(#[from] NnError),
     #[error("torch error: {0}")]
@@ -154,221 +161,6 @@ impl PpoConfig {
 }
 
 // ---------------------------------------------------------------------------------
-// Advantages and reward normalisation
-// ---------------------------------------------------------------------------------
-
-/// Generalized advantage estimation over a time-major chunk of `steps` x `envs`
-/// (`docs/runtime.md`): returns `(advantages, returns)`, both `[steps * envs]`, with
-/// `returns = advantages + values`.
-///
-/// With same-step auto-reset, the step after a finished episode belongs to the next
-/// episode, so at an episode end the recursion is cut:
-/// - `terminated[t]`: `delta = r - V(s_t)` (no bootstrap);
-/// - `truncated[t]` (and not terminated): `delta = r + gamma * truncation_values[t] -
-///   V(s_t)`, bootstrapping from the value of the final observation;
-/// - otherwise `delta = r + gamma * V(s_{t+1}) - V(s_t)` and the advantage carries
-///   `gamma * lambda` of the next one; after the last step `V(s_T)` is
-///   `bootstrap_values`.
-#[allow(clippy::too_many_arguments)]
-pub fn gae(
-    rewards: &[f32],
-    values: &[f32],
-    terminated: &[bool],
-    truncated: &[bool],
-    truncation_values: &[f32],
-    bootstrap_values: &[f32],
-    steps: usize,
-    envs: usize,
-    gamma: f64,
-    lambda: f64,
-) -> PpoResult<(Vec<f32>, Vec<f32>)> {
-    let n = steps * envs;
-    let lens = [
-        ("rewards", rewards.len()),
-        ("values", values.len()),
-        ("terminated", terminated.len()),
-        ("truncated", truncated.len()),
-        ("truncation_values", truncation_values.len()),
-    ];
-    if let Some((name, len)) = lens.iter().find(|(_, l)| *l != n) {
-        return Err(PpoError::BadInput(format!(
-            "gae: {name} has {len} elements, expected {steps} x {envs}"
-        )));
-    }
-    if bootstrap_values.len() != envs {
-        return Err(PpoError::BadInput(format!(
-            "gae: bootstrap_values has {} elements, expected {envs}",
-            bootstrap_values.len()
-        )));
-    }
-    let mut adv = vec![0f32; n];
-    let mut ret = vec![0f32; n];
-    for (e, &boot) in bootstrap_values.iter().enumerate() {
-        let mut next_adv = 0f64;
-        let mut next_value = f64::from(boot);
-        for t in (0..steps).rev() {
-            let i = t * envs + e;
-            let r = f64::from(rewards[i]);
-            let v = f64::from(values[i]);
-            let a = if terminated[i] {
-                r - v
-            } else if truncated[i] {
-                r + gamma * f64::from(truncation_values[i]) - v
-            } else {
-                r + gamma * next_value - v + gamma * lambda * next_adv
-            };
-            adv[i] = a as f32;
-            ret[i] = (a + v) as f32;
-            next_adv = a;
-            next_value = v;
-        }
-    }
-    Ok((adv, ret))
-}
-
-/// Running mean and variance of a stream of batches (Chan et al. parallel algorithm,
-/// as gym's `RunningMeanStd`, starting from count 1e-4, mean 0, var 1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunningMeanStd {
-    pub mean: f64,
-    pub var: f64,
-    pub count: f64,
-}
-
-impl Default for RunningMeanStd {
-    fn default() -> Self {
-        RunningMeanStd {
-            mean: 0.0,
-            var: 1.0,
-            count: 1e-4,
-        }
-    }
-}
-
-impl RunningMeanStd {
-    pub fn update(&mut self, batch: &[f64]) {
-        if batch.is_empty() {
-            return;
-        }
-        let bc = batch.len() as f64;
-        let bm = batch.iter().sum::<f64>() / bc;
-        let bv = batch.iter().map(|x| (x - bm) * (x - bm)).sum::<f64>() / bc;
-        let delta = bm - self.mean;
-        let tot = self.count + bc;
-        let m2 = self.var * self.count + bv * bc + delta * delta * self.count * bc / tot;
-        self.mean += delta * bc / tot;
-        self.var = m2 / tot;
-        self.count = tot;
-    }
-}
-
-/// Reward scaling of gym's `NormalizeReward` (as CleanRL uses it) for the envs of one
-/// actor: each env keeps a discounted return `G = gamma * G + r` (reset to 0 after the
-/// episode ends, terminated or truncated); the running variance of all `G` scales the
-/// rewards, `r / sqrt(var + 1e-8)`, then the result is clipped to `[-clip, clip]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RewardNormalizer {
-    gamma: f64,
-    clip: f64,
-    /// Discounted return so far of each env's current episode.
-    returns: Vec<f64>,
-    rms: RunningMeanStd,
-}
-
-/// Added to the variance before the square root (gym's epsilon).
-const REWARD_EPS: f64 = 1e-8;
-
-impl RewardNormalizer {
-    pub fn new(num_envs: usize, gamma: f64, clip: f64) -> Self {
-        RewardNormalizer {
-            gamma,
-            clip,
-            returns: vec![0.0; num_envs],
-            rms: RunningMeanStd::default(),
-        }
-    }
-
-    pub fn num_envs(&self) -> usize {
-        self.returns.len()
-    }
-
-    /// The current return statistics.
-    pub fn stats(&self) -> &RunningMeanStd {
-        &self.rms
-    }
-
-    /// Normalises a time-major `[steps, envs]` chunk of rewards in place, one time step
-    /// at a time (update the statistics with this step's returns, then scale).
-    pub fn normalize_chunk(
-        &mut self,
-        rewards: &mut [f32],
-        terminated: &[bool],
-        truncated: &[bool],
-        steps: usize,
-        envs: usize,
-    ) -> PpoResult<()> {
-        let n = steps * envs;
-        if envs != self.returns.len() {
-            return Err(PpoError::BadInput(format!(
-                "reward normaliser for {} envs got a chunk of {envs}",
-                self.returns.len()
-            )));
-        }
-        if rewards.len() != n || terminated.len() != n || truncated.len() != n {
-            return Err(PpoError::BadInput(format!(
-                "reward chunk of {} / {} / {} elements, expected {steps} x {envs}",
-                rewards.len(),
-                terminated.len(),
-                truncated.len()
-            )));
-        }
-        for t in 0..steps {
-            let row = t * envs..(t + 1) * envs;
-            for (g, &r) in self.returns.iter_mut().zip(&rewards[row.clone()]) {
-                *g = *g * self.gamma + f64::from(r);
-            }
-            self.rms.update(&self.returns);
-            let scale = 1.0 / (self.rms.var + REWARD_EPS).sqrt();
-            for (e, r) in rewards[row].iter_mut().enumerate() {
-                *r = (f64::from(*r) * scale).clamp(-self.clip, self.clip) as f32;
-                let i = t * envs + e;
-                if terminated[i] || truncated[i] {
-                    self.returns[e] = 0.0;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The state as bytes (JSON), for checkpoints.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        // Serialising plain numbers and vectors cannot fail; non-finite values (which
-        // the update never produces from finite rewards) would come out as null.
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    /// A normaliser from [`RewardNormalizer::to_bytes`].
-    pub fn from_bytes(bytes: &[u8]) -> PpoResult<Self> {
-        let n: RewardNormalizer =
-            serde_json::from_slice(bytes).map_err(|e| PpoError::BadState(e.to_string()))?;
-        let finite = n.gamma.is_finite()
-            && n.clip.is_finite()
-            && n.rms.mean.is_finite()
-            && n.rms.var.is_finite()
-            && n.rms.var >= 0.0
-            && n.rms.count.is_finite()
-            && n.rms.count > 0.0
-            && n.returns.iter().all(|g| g.is_finite());
-        if !finite {
-            return Err(PpoError::BadState(
-                "non-finite or negative statistics".into(),
-            ));
-        }
-        Ok(n)
-    }
-}
-
-// ---------------------------------------------------------------------------------
 // Networks: `volley_common::nn::Policy` (IMPALA CNN [16, 32, 32] + 256 for Procgen,
 // orthogonal init, actor head std 0.01, critic head 1).
 // ---------------------------------------------------------------------------------
@@ -376,54 +168,6 @@ impl RewardNormalizer {
 // ---------------------------------------------------------------------------------
 // The update
 // ---------------------------------------------------------------------------------
-
-/// One update's data, flattened to `B = T * N` rows, on the policy's device (other
-/// devices work, with a copy).
-#[derive(Debug)]
-pub struct Batch {
-    /// `[B, *obs]`, `u8` or `f32`.
-    pub obs: Tensor,
-    /// `[B]` integers (categorical) or `[B, dim]` floats (Gaussian).
-    pub actions: Tensor,
-    /// `[B]` behaviour log-probabilities.
-    pub logprobs: Tensor,
-    /// `[B]` behaviour values.
-    pub values: Tensor,
-    /// `[B]` GAE advantages.
-    pub advantages: Tensor,
-    /// `[B]` value targets (advantages + values).
-    pub returns: Tensor,
-}
-
-impl Batch {
-    /// Rows of the batch after checking that every field has them.
-    pub fn rows(&self) -> PpoResult<i64> {
-        let b = self.obs.size().first().copied().unwrap_or(0);
-        let fields = [
-            ("actions", &self.actions),
-            ("logprobs", &self.logprobs),
-            ("values", &self.values),
-            ("advantages", &self.advantages),
-            ("returns", &self.returns),
-        ];
-        for (name, t) in fields {
-            let s = t.size();
-            let ok = match name {
-                "actions" => s.first() == Some(&b) && s.len() <= 2,
-                _ => s == [b],
-            };
-            if !ok {
-                return Err(PpoError::BadInput(format!(
-                    "batch {name} has shape {s:?}, expected {b} rows"
-                )));
-            }
-        }
-        if b == 0 {
-            return Err(PpoError::BadInput("empty batch".into()));
-        }
-        Ok(b)
-    }
-}
 
 /// Averages over the minibatches of one update (CleanRL's logged quantities).
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -446,6 +190,8 @@ pub struct PpoStats {
     pub epochs: usize,
     /// Optimizer steps taken.
     pub minibatch_steps: usize,
+    /// A stop request ended the update early (after `minibatch_steps` steps).
+    pub interrupted: bool,
 }
 
 /// The loss and its logged terms for one minibatch, as 0-d tensors.
@@ -578,7 +324,16 @@ impl Ppo {
     /// One PPO update: `epochs` passes over the batch in `minibatches` shuffled
     /// minibatches (the last one smaller when the rows do not divide evenly), each an
     /// Adam step with learning rate `lr` after grad-norm clipping.
-    pub fn update(&mut self, batch: &Batch, lr: f64) -> PpoResult<PpoStats> {
+    ///
+    /// `stop` is checked after every minibatch: once set, the update ends there (a
+    /// learner asked to stop during a long CPU update writes its checkpoint within a
+    /// minibatch's time).
+    pub fn update(
+        &mut self,
+        batch: &RolloutBatch,
+        lr: f64,
+        stop: &AtomicBool,
+    ) -> PpoResult<PpoStats> {
         let b = batch.rows()?;
         let device = self.policy.device();
         let to = |t: &Tensor| t.f_to_device(device);
@@ -595,7 +350,8 @@ impl Ppo {
         let mut logged: Vec<Tensor> = Vec::new();
         let mut epochs = 0;
         let mut recent_kl: VecDeque<Tensor> = VecDeque::new();
-        for _ in 0..cfg.epochs {
+        let mut interrupted = false;
+        'epochs: for _ in 0..cfg.epochs {
             epochs += 1;
             let perm = Tensor::f_randperm(b, (Kind::Int64, device))?;
             let mut start = 0;
@@ -639,6 +395,10 @@ impl Ppo {
                 )?;
                 recent_kl.push_back(terms.approx_kl);
                 logged.push(row);
+                if stop.load(Ordering::SeqCst) {
+                    interrupted = true;
+                    break 'epochs;
+                }
             }
             if let Some(target) = cfg.target_kl {
                 // CleanRL checks the last minibatch's approximate KL after each epoch.
@@ -673,17 +433,118 @@ impl Ppo {
             samples: b as usize,
             epochs,
             minibatch_steps: logged.len(),
+            interrupted,
         })
     }
+}
+
+// ---------------------------------------------------------------------------------
+// The training loop's view
+// ---------------------------------------------------------------------------------
+
+/// The learning rate after `steps` of `total` env steps: constant, or annealed
+/// linearly to 0 over the run (`anneal_lr`, CleanRL's `frac`).
+pub fn learning_rate(cfg: &PpoConfig, steps: u64, total: u64) -> f64 {
+    if cfg.anneal_lr && total > 0 {
+        let frac = 1.0 - (steps as f64 / total as f64).min(1.0);
+        cfg.lr * frac.max(0.0)
+    } else {
+        cfg.lr
+    }
+}
+
+const STATE_MAGIC: &[u8; 4] = b"VLYP";
+
+const STATS: &[(&str, &str)] = &[
+    ("policy_loss", "clipped surrogate loss of the last update"),
+    ("value_loss", "value loss of the last update"),
+    ("entropy", "policy entropy of the last update"),
+    ("approx_kl", "approximate KL between behaviour and updated policy"),
+    ("clip_fraction", "fraction of samples whose ratio was clipped"),
+    ("explained_variance", "explained variance of the value function"),
+    ("grad_norm", "gradient norm before clipping, mean over minibatches"),
+    ("lr", "learning rate of the last update"),
+];
+
+impl Algorithm for Ppo {
+    fn source(&self) -> Source {
+        Source::Rollouts(RolloutSettings {
+            batch_steps: self.cfg.batch_steps,
+            gamma: self.cfg.gamma,
+            gae_lambda: self.cfg.gae_lambda,
+            norm_reward: self.cfg.norm_reward,
+            reward_clip: self.cfg.reward_clip,
+        })
+    }
+
+    fn update(&mut self, batch: &Batch<'_>, ctx: &UpdateContext<'_>) -> anyhow::Result<Stats> {
+        let lr = learning_rate(&self.cfg, ctx.steps, ctx.total_steps);
+        let s = Ppo::update(self, batch.rollout("ppo")?, lr, ctx.stop)?;
+        Ok(vec![
+            ("policy_loss", s.policy_loss),
+            ("value_loss", s.value_loss),
+            ("entropy", s.entropy),
+            ("approx_kl", s.approx_kl),
+            ("clip_fraction", s.clip_fraction),
+            ("explained_variance", s.explained_variance),
+            ("grad_norm", s.grad_norm),
+            ("lr", lr),
+            ("minibatch_steps", s.minibatch_steps as f64),
+        ])
+    }
+
+    fn actor_weights(&self) -> Vec<u8> {
+        self.policy.to_bytes()
+    }
+
+    fn state(&self) -> Vec<u8> {
+        pack_state(
+            STATE_MAGIC,
+            &[&self.policy.to_bytes(), &self.adam.state_to_bytes()],
+        )
+    }
+
+    fn load_state(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        let parts = unpack_state(STATE_MAGIC, bytes, 2, "ppo")?;
+        let mut fresh = Ppo::with_policy(Policy::new(self.policy.spec().clone(), self.policy.device())?, self.cfg.clone())?;
+        fresh.policy.load_bytes(parts[0])?;
+        fresh.adam.load_state_bytes(parts[1])?;
+        *self = fresh;
+        Ok(())
+    }
+
+    fn stats_help(&self) -> &'static [(&'static str, &'static str)] {
+        STATS
+    }
+}
+
+/// The actor-critic's spec for the run's spaces and `[model]` section.
+pub fn model_spec(ctx: &BuildContext<'_>, model: &ModelSection) -> anyhow::Result<ModelSpec> {
+    let kind: ModelKind = model.kind_for(ctx.observation_space);
+    Ok(ModelSpec::for_spaces(
+        kind,
+        ctx.observation_space,
+        ctx.action_space,
+    )?)
+}
+
+/// PPO for a run: `[ppo]` (defaults of Cobbe et al. 2020) and `[model]`.
+pub fn build(ctx: BuildContext<'_>) -> anyhow::Result<Built> {
+    let cfg: PpoConfig = ctx.section()?;
+    cfg.validate()?;
+    let spec = model_spec(&ctx, &ctx.cfg.model)?;
+    let ppo = Ppo::new(spec.clone(), cfg.clone(), ctx.device)?;
+    Ok(Built {
+        section: super::section_of(&cfg)?,
+        spec_json: serde_json::to_string(&spec)?,
+        explore_json: String::new(),
+        algorithm: Box::new(ppo),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn close(a: f32, b: f64) -> bool {
-        (f64::from(a) - b).abs() < 1e-5
-    }
 
     #[test]
     fn config_defaults_are_the_procgen_values_and_unknown_keys_fail() {
@@ -700,132 +561,6 @@ mod tests {
             ..PpoConfig::default()
         };
         assert!(bad.validate().is_err());
-    }
-
-    #[test]
-    fn gae_terminal_truncated_and_chunk_end() {
-        // One env, 4 steps: t=1 terminates, t=2 is truncated (final value 10), t=3 ends
-        // the chunk (bootstrap 5). gamma 0.5, lambda 0.5.
-        let (g, l) = (0.5, 0.5);
-        let r = [1.0, 2.0, 3.0, 4.0];
-        let v = [0.5, 1.0, 1.5, 2.0];
-        let term = [false, true, false, false];
-        let trunc = [false, false, true, false];
-        let tv = [0.0, 0.0, 10.0, 0.0];
-        let (adv, ret) = gae(&r, &v, &term, &trunc, &tv, &[5.0], 4, 1, g, l).unwrap();
-        // t=3: 4 + 0.5*5 - 2 = 4.5
-        // t=2: truncated: 3 + 0.5*10 - 1.5 = 6.5 (no carry from t=3)
-        // t=1: terminated: 2 - 1 = 1
-        // t=0: delta = 1 + 0.5*1.0 - 0.5 = 1.0; A = 1 + 0.25 * 1 = 1.25
-        let want = [1.25, 1.0, 6.5, 4.5];
-        for i in 0..4 {
-            assert!(
-                close(adv[i], want[i]),
-                "adv[{i}] = {} != {}",
-                adv[i],
-                want[i]
-            );
-            assert!(close(ret[i], want[i] + v[i] as f64), "ret[{i}]");
-        }
-    }
-
-    #[test]
-    fn gae_is_time_major_and_matches_discounted_sums_with_lambda_one() {
-        // Two envs, time-major rows; with lambda = 1 and no episode ends the return is
-        // the discounted reward sum plus the discounted bootstrap.
-        let (steps, envs) = (3, 2);
-        let r = [1.0, 10.0, 2.0, 20.0, 3.0, 30.0];
-        let v = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6];
-        let none = [false; 6];
-        let (_, ret) = gae(
-            &r,
-            &v,
-            &none,
-            &none,
-            &[0.0; 6],
-            &[7.0, 70.0],
-            steps,
-            envs,
-            0.9,
-            1.0,
-        )
-        .unwrap();
-        let want0 = 1.0 + 0.9 * 2.0 + 0.81 * 3.0 + 0.729 * 7.0;
-        let want1 = 10.0 + 0.9 * 20.0 + 0.81 * 30.0 + 0.729 * 70.0;
-        assert!((f64::from(ret[0]) - want0).abs() < 1e-4);
-        assert!((f64::from(ret[1]) - want1).abs() < 1e-3);
-        // Terminated and truncated on the same step: termination wins.
-        let (adv, _) = gae(
-            &[1.0],
-            &[0.5],
-            &[true],
-            &[true],
-            &[9.0],
-            &[9.0],
-            1,
-            1,
-            0.9,
-            0.9,
-        )
-        .unwrap();
-        assert!(close(adv[0], 0.5));
-        // Wrong lengths are errors.
-        assert!(gae(
-            &[1.0],
-            &[0.5],
-            &[true],
-            &[true],
-            &[9.0],
-            &[],
-            1,
-            1,
-            0.9,
-            0.9
-        )
-        .is_err());
-        assert!(gae(
-            &[1.0, 2.0],
-            &[0.5],
-            &[true],
-            &[true],
-            &[9.0],
-            &[0.0],
-            1,
-            1,
-            0.9,
-            0.9
-        )
-        .is_err());
-    }
-
-    #[test]
-    fn reward_normalizer_follows_gym() {
-        let mut n = RewardNormalizer::new(2, 0.9, 10.0);
-        // Step 0: returns [1, 3]; rms from (1e-4, 0, 1) with batch mean 2, var 1.
-        let mut r = vec![1.0, 3.0, 2.0, 1.0];
-        let term = [false, true, false, false];
-        n.normalize_chunk(&mut r, &term, &[false; 4], 2, 2).unwrap();
-        let mut rms = RunningMeanStd::default();
-        rms.update(&[1.0, 3.0]);
-        let s0 = (rms.var + 1e-8).sqrt();
-        assert!(close(r[0], 1.0 / s0) && close(r[1], 3.0 / s0));
-        // Step 1: env 1's return was reset after its terminal step.
-        rms.update(&[0.9 * 1.0 + 2.0, 1.0]);
-        let s1 = (rms.var + 1e-8).sqrt();
-        assert!(close(r[2], 2.0 / s1) && close(r[3], 1.0 / s1));
-        assert_eq!(n.stats(), &rms);
-        // Clipping.
-        let mut n = RewardNormalizer::new(1, 0.99, 0.5);
-        let mut r = vec![100.0];
-        n.normalize_chunk(&mut r, &[false], &[false], 1, 1).unwrap();
-        assert_eq!(r[0], 0.5);
-        // State round trip; bad state and bad shapes are errors.
-        let back = RewardNormalizer::from_bytes(&n.to_bytes()).unwrap();
-        assert_eq!(back, n);
-        assert!(RewardNormalizer::from_bytes(b"{").is_err());
-        assert!(n
-            .normalize_chunk(&mut [0.0; 2], &[false; 2], &[false; 2], 1, 2)
-            .is_err());
     }
 
     #[test]
@@ -936,7 +671,7 @@ mod tests {
             };
             let act = ppo.policy.act(&obs).unwrap();
             let before = ppo.policy.to_bytes();
-            let batch = Batch {
+            let batch = RolloutBatch {
                 obs,
                 actions: act.action,
                 logprobs: act.logprob,
@@ -944,7 +679,7 @@ mod tests {
                 advantages: Tensor::randn([10], (Kind::Float, Device::Cpu)),
                 returns: z(10) + 1.0,
             };
-            let stats = ppo.update(&batch, 1e-3).unwrap();
+            let stats = ppo.update(&batch, 1e-3, &AtomicBool::new(false)).unwrap();
             // 10 rows in minibatches of 4, 4, 2, twice.
             assert_eq!(
                 (stats.samples, stats.epochs, stats.minibatch_steps),
@@ -954,11 +689,11 @@ mod tests {
             assert_ne!(ppo.policy.to_bytes(), before);
             assert_eq!(ppo.adam.steps(), 6);
             // A batch with mismatched rows is an error, not a panic.
-            let bad = Batch {
+            let bad = RolloutBatch {
                 returns: z(9),
                 ..batch
             };
-            assert!(ppo.update(&bad, 1e-3).is_err());
+            assert!(ppo.update(&bad, 1e-3, &AtomicBool::new(false)).is_err());
         }
     }
 

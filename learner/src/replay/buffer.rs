@@ -1,17 +1,5 @@
-//! The experience replay buffer of the off-policy learners (Lin 1992; Mnih et al.
-//! 2015), as SAC (Haarnoja et al. 2018) uses it: a ring of the last `capacity`
-//! transitions `(obs, action, reward, next_obs, terminated)` with uniform sampling
-//! with replacement (Stable-Baselines3's `ReplayBuffer`, which CleanRL uses).
-//!
-//! Storage is preallocated `f32` tensors of `capacity` rows on one device, so a batch
-//! is an `index_select` there: on the GPU when the buffer fits in its memory,
-//! otherwise in host memory (the constructor falls back to the CPU when the
-//! allocation on the GPU fails) and each batch is copied to the training device.
-//!
-//! Time limits: a truncated transition is stored with `terminated = false` and the
-//! real last observation of the episode as `next_obs`, so its target bootstraps; a
-//! terminated one is stored with `terminated = true` and its target does not
-//! ([`ReplayBuffer::push_env_step`] builds both from a `StepBatch`).
+//! The replay buffer: preallocated columns of transitions, uniform sampling, the
+//! filled rows as bytes for checkpoints.
 
 use rand::Rng;
 use tch::{Device, Kind, Tensor};
@@ -31,6 +19,8 @@ pub enum ReplayError {
     BadSettings(String),
     #[error("bad input: {0}")]
     BadInput(String),
+    #[error("bad replay buffer bytes: {0}")]
+    BadBytes(String),
     #[error("torch error: {0}")]
     Torch(#[from] tch::TchError),
 }
@@ -40,17 +30,26 @@ pub type ReplayResult<T> = Result<T, ReplayError>;
 /// A sampled minibatch, on the buffer's sampling device.
 #[derive(Debug)]
 pub struct ReplayBatch {
-    /// `[B, obs_dim]`.
+    /// `[B, obs_dim]`, `f32` (`u8` for image observations).
     pub obs: Tensor,
-    /// `[B, action_dim]`.
+    /// `[B, action_dim]` `f32`: continuous actions; the discrete action (an exact
+    /// small integer); or a parameterised action's choice followed by its parameters.
     pub actions: Tensor,
-    /// `[B]`.
+    /// `[B]`: the reward, or the discounted sum of the `horizon` rewards.
     pub rewards: Tensor,
-    /// `[B, obs_dim]`: the observation after the action (the episode's real last one
-    /// when it ended).
+    /// `[B, obs_dim]`: the observation `horizon` steps after the action (the
+    /// episode's real last one when it ended).
     pub next_obs: Tensor,
     /// `[B]`, 1.0 where the episode terminated (no bootstrap), else 0.0.
     pub terminated: Tensor,
+    /// `[B]`: env steps the reward sums (1 for one-step transitions): the bootstrap
+    /// is discounted by `gamma^horizon`.
+    pub horizon: Tensor,
+    /// `[B, 2]` in buffers that split rewards: the discounted sums of the positive
+    /// and of the negative parts of the rewards (for algorithms that learn the two
+    /// streams of the reward apart); `[B, 0]`
+    /// otherwise.
+    pub reward_parts: Tensor,
 }
 
 impl ReplayBatch {
@@ -64,6 +63,8 @@ impl ReplayBatch {
             ("rewards", &self.rewards, 1),
             ("next_obs", &self.next_obs, 2),
             ("terminated", &self.terminated, 1),
+            ("horizon", &self.horizon, 1),
+            ("reward_parts", &self.reward_parts, 2),
         ];
         for (name, t, rank) in checks {
             let s = t.size();
@@ -80,22 +81,57 @@ impl ReplayBatch {
     }
 }
 
+/// Transitions to store, `n` rows (any float or bool kind, any device).
+#[derive(Debug)]
+pub struct Transitions<'a> {
+    /// `[n, obs_dim]`.
+    pub obs: &'a Tensor,
+    /// `[n, action_dim]`.
+    pub actions: &'a Tensor,
+    /// `[n]`.
+    pub rewards: &'a Tensor,
+    /// `[n, obs_dim]`.
+    pub next_obs: &'a Tensor,
+    /// `[n]`, 1 where the episode terminated.
+    pub terminated: &'a Tensor,
+    /// `[n]` steps each reward sums; `None`: one-step transitions.
+    pub horizon: Option<&'a Tensor>,
+    /// `[n, 2]` the positive and negative parts (buffers that split rewards);
+    /// `None`: computed from `rewards` (one-step transitions).
+    pub reward_parts: Option<&'a Tensor>,
+}
+
+/// The columns of the buffer, in storage (and byte) order.
+const COLUMNS: [&str; 7] = [
+    "obs",
+    "actions",
+    "rewards",
+    "next_obs",
+    "terminated",
+    "horizon",
+    "reward_parts",
+];
+
+const BYTES_MAGIC: &[u8; 4] = b"VLYB";
+const BYTES_VERSION: u32 = 1;
+
 /// A ring buffer of transitions in preallocated tensors.
 #[derive(Debug)]
 pub struct ReplayBuffer {
     capacity: usize,
     obs_dim: usize,
     action_dim: usize,
+    /// Observations stored as `u8` (images) rather than `f32`.
+    obs_u8: bool,
+    /// Keep the positive and negative parts of the rewards apart (2, else 0).
+    parts: usize,
     /// Where the rows live (the requested device, or the CPU after a failed GPU
     /// allocation).
     storage: Device,
     /// Where [`ReplayBuffer::sample`] returns its batches (the requested device).
     device: Device,
-    obs: Tensor,
-    actions: Tensor,
-    rewards: Tensor,
-    next_obs: Tensor,
-    terminated: Tensor,
+    /// The columns of [`COLUMNS`].
+    cols: [Tensor; 7],
     /// Rows written so far, up to `capacity`.
     len: usize,
     /// Next row to write.
@@ -103,20 +139,57 @@ pub struct ReplayBuffer {
 }
 
 impl ReplayBuffer {
-    /// Bytes of the storage for `capacity` transitions: `4 (2 obs_dim + action_dim + 2)`
-    /// per row.
+    /// Bytes of one stored row: the observations twice (1 byte per element for `u8`,
+    /// 4 for `f32`), the action, reward, terminated flag and horizon in `f32`.
+    pub fn row_bytes(obs_dim: usize, action_dim: usize, obs_u8: bool) -> u64 {
+        let o = if obs_u8 { 1 } else { 4 };
+        2 * o * obs_dim as u64 + 4 * (action_dim as u64 + 3)
+    }
+
+    fn own_row_bytes(&self) -> u64 {
+        Self::row_bytes(self.obs_dim, self.action_dim, self.obs_u8) + 4 * self.parts as u64
+    }
+
+    /// Bytes of the storage for `capacity` transitions of `f32` observations.
     pub fn bytes_for(capacity: usize, obs_dim: usize, action_dim: usize) -> u64 {
-        let per_row = 4 * (2 * obs_dim as u64 + action_dim as u64 + 2);
-        per_row.saturating_mul(capacity as u64)
+        Self::row_bytes(obs_dim, action_dim, false).saturating_mul(capacity as u64)
+    }
+
+    /// An empty buffer of `capacity` rows of `f32` observations ([`ReplayBuffer::with`]).
+    pub fn new(
+        capacity: usize,
+        obs_dim: usize,
+        action_dim: usize,
+        max_bytes: u64,
+        device: Device,
+    ) -> ReplayResult<ReplayBuffer> {
+        Self::with(capacity, obs_dim, action_dim, false, max_bytes, device)
     }
 
     /// An empty buffer of `capacity` rows, refused when its storage would exceed
     /// `max_bytes`. The rows live on `device` when they can be allocated there
     /// (otherwise, for a GPU, in host memory); batches are returned on `device`.
-    pub fn new(
+    pub fn with(
         capacity: usize,
         obs_dim: usize,
         action_dim: usize,
+        obs_u8: bool,
+        max_bytes: u64,
+        device: Device,
+    ) -> ReplayResult<ReplayBuffer> {
+        Self::with_parts(
+            capacity, obs_dim, action_dim, obs_u8, false, max_bytes, device,
+        )
+    }
+
+    /// [`ReplayBuffer::with`], also keeping the positive and negative parts of the
+    /// rewards apart when `split`.
+    pub fn with_parts(
+        capacity: usize,
+        obs_dim: usize,
+        action_dim: usize,
+        obs_u8: bool,
+        split: bool,
         max_bytes: u64,
         device: Device,
     ) -> ReplayResult<ReplayBuffer> {
@@ -126,7 +199,9 @@ impl ReplayBuffer {
                  {action_dim} must all be at least 1"
             )));
         }
-        let needed = Self::bytes_for(capacity, obs_dim, action_dim);
+        let parts = if split { 2 } else { 0 };
+        let needed = (Self::row_bytes(obs_dim, action_dim, obs_u8) + 4 * parts as u64)
+            .saturating_mul(capacity as u64);
         if needed > max_bytes {
             return Err(ReplayError::TooLarge {
                 capacity,
@@ -134,18 +209,21 @@ impl ReplayBuffer {
                 bound: max_bytes,
             });
         }
-        let alloc = |d: Device| -> Result<[Tensor; 5], tch::TchError> {
+        let obs_kind = if obs_u8 { Kind::Uint8 } else { Kind::Float };
+        let alloc = |d: Device| -> Result<[Tensor; 7], tch::TchError> {
             let (c, o, a) = (capacity as i64, obs_dim as i64, action_dim as i64);
-            let opts = (Kind::Float, d);
+            let f = (Kind::Float, d);
             Ok([
-                Tensor::f_zeros([c, o], opts)?,
-                Tensor::f_zeros([c, a], opts)?,
-                Tensor::f_zeros([c], opts)?,
-                Tensor::f_zeros([c, o], opts)?,
-                Tensor::f_zeros([c], opts)?,
+                Tensor::f_zeros([c, o], (obs_kind, d))?,
+                Tensor::f_zeros([c, a], f)?,
+                Tensor::f_zeros([c], f)?,
+                Tensor::f_zeros([c, o], (obs_kind, d))?,
+                Tensor::f_zeros([c], f)?,
+                Tensor::f_ones([c], f)?,
+                Tensor::f_zeros([c, parts as i64], f)?,
             ])
         };
-        let (storage, [obs, actions, rewards, next_obs, terminated]) = match alloc(device) {
+        let (storage, cols) = match alloc(device) {
             Ok(t) => (device, t),
             Err(_) if device != Device::Cpu => (Device::Cpu, alloc(Device::Cpu)?),
             Err(e) => return Err(e.into()),
@@ -154,13 +232,11 @@ impl ReplayBuffer {
             capacity,
             obs_dim,
             action_dim,
+            obs_u8,
+            parts,
             storage,
             device,
-            obs,
-            actions,
-            rewards,
-            next_obs,
-            terminated,
+            cols,
             len: 0,
             pos: 0,
         })
@@ -181,7 +257,12 @@ impl ReplayBuffer {
 
     /// Bytes held by the storage tensors.
     pub fn bytes(&self) -> u64 {
-        Self::bytes_for(self.capacity, self.obs_dim, self.action_dim)
+        self.own_row_bytes().saturating_mul(self.capacity as u64)
+    }
+
+    /// Bytes of the filled rows ([`ReplayBuffer::to_bytes`] is this plus a header).
+    pub fn filled_bytes(&self) -> u64 {
+        self.own_row_bytes().saturating_mul(self.len as u64)
     }
 
     /// Where the rows are stored.
@@ -194,10 +275,7 @@ impl ReplayBuffer {
         self.device
     }
 
-    /// Appends `n` transitions at once (`obs`, `next_obs` `[n, obs_dim]`, `actions`
-    /// `[n, action_dim]`, `rewards` and `terminated` `[n]`, any float or bool kind,
-    /// any device), overwriting the oldest rows once full. With `n > capacity` only
-    /// the last `capacity` rows are kept.
+    /// Appends one-step transitions ([`ReplayBuffer::push`] with no horizon).
     pub fn push_batch(
         &mut self,
         obs: &Tensor,
@@ -206,15 +284,54 @@ impl ReplayBuffer {
         next_obs: &Tensor,
         terminated: &Tensor,
     ) -> ReplayResult<()> {
-        let n = obs.size().first().copied().unwrap_or(0);
-        let shapes = [
-            ("obs", obs, vec![n, self.obs_dim as i64]),
-            ("actions", actions, vec![n, self.action_dim as i64]),
-            ("rewards", rewards, vec![n]),
-            ("next_obs", next_obs, vec![n, self.obs_dim as i64]),
-            ("terminated", terminated, vec![n]),
+        self.push(&Transitions {
+            obs,
+            actions,
+            rewards,
+            next_obs,
+            terminated,
+            horizon: None,
+            reward_parts: None,
+        })
+    }
+
+    /// Appends `n` transitions at once, overwriting the oldest rows once full. With
+    /// `n > capacity` only the last `capacity` rows are kept. Every shape is checked
+    /// first: on error nothing is stored.
+    pub fn push(&mut self, t: &Transitions<'_>) -> ReplayResult<()> {
+        let n = t.obs.size().first().copied().unwrap_or(0);
+        let ones;
+        let horizon = match t.horizon {
+            Some(h) => h,
+            None => {
+                ones = Tensor::f_ones([n], (Kind::Float, Device::Cpu))?;
+                &ones
+            }
+        };
+        let split;
+        let parts = match t.reward_parts {
+            Some(p) => p,
+            None if self.parts == 0 => {
+                split = Tensor::f_zeros([n, 0], (Kind::Float, Device::Cpu))?;
+                &split
+            }
+            None => {
+                let r = t.rewards.f_to_kind(Kind::Float)?;
+                split = Tensor::f_stack(&[r.f_clamp_min(0.0)?, r.f_clamp_max(0.0)?], 1)?;
+                &split
+            }
+        };
+        let (o, a) = (self.obs_dim as i64, self.action_dim as i64);
+        let src: [(&str, &Tensor, Vec<i64>); 7] = [
+            ("obs", t.obs, vec![n, o]),
+            ("actions", t.actions, vec![n, a]),
+            ("rewards", t.rewards, vec![n]),
+            ("next_obs", t.next_obs, vec![n, o]),
+            ("terminated", t.terminated, vec![n]),
+            ("horizon", horizon, vec![n]),
+            ("reward_parts", parts, vec![n, self.parts as i64]),
         ];
-        for (name, t, want) in &shapes {
+        for (name, t, want) in &src {
             if t.size() != *want {
                 return Err(ReplayError::BadInput(format!(
                     "{name} of shape {:?}, expected {want:?}",
@@ -230,30 +347,19 @@ impl ReplayBuffer {
         let cap = self.capacity as i64;
         let skip = (n - cap).max(0);
         let keep = n - skip;
-        let prep = |t: &Tensor| -> ReplayResult<Tensor> {
-            Ok(t.f_narrow(0, skip, keep)?
-                .f_to_device(self.storage)?
-                .f_to_kind(Kind::Float)?)
-        };
-        let src = [
-            prep(obs)?,
-            prep(actions)?,
-            prep(rewards)?,
-            prep(next_obs)?,
-            prep(terminated)?,
-        ];
         let pos = ((self.pos as i64) + skip) % cap;
         // Up to two contiguous pieces: [pos, cap) then [0, rest).
         let first = keep.min(cap - pos);
         let rest = keep - first;
-        let dst = [
-            &self.obs,
-            &self.actions,
-            &self.rewards,
-            &self.next_obs,
-            &self.terminated,
-        ];
-        for (d, s) in dst.iter().zip(&src) {
+        let mut prepared = Vec::with_capacity(7);
+        for ((_, s, _), d) in src.iter().zip(&self.cols) {
+            prepared.push(
+                s.f_narrow(0, skip, keep)?
+                    .f_to_device(self.storage)?
+                    .f_to_kind(d.kind())?,
+            );
+        }
+        for (d, s) in self.cols.iter().zip(&prepared) {
             d.f_narrow(0, pos, first)?
                 .f_copy_(&s.f_narrow(0, 0, first)?)?;
             if rest > 0 {
@@ -294,7 +400,7 @@ impl ReplayBuffer {
             )));
         }
         let cur = step.obs.as_f32().ok_or_else(|| {
-            ReplayError::BadInput("the replay buffer stores f32 observations only".into())
+            ReplayError::BadInput("push_env_step takes f32 observations only".into())
         })?;
         let ended = (0..n).any(|i| step.terminated[i] || step.truncated[i]);
         let mut next = cur.to_vec();
@@ -357,13 +463,150 @@ impl ReplayBuffer {
         let pick = |t: &Tensor| -> ReplayResult<Tensor> {
             Ok(t.f_index_select(0, &idx)?.f_to_device(self.device)?)
         };
+        let [obs, actions, rewards, next_obs, terminated, horizon, parts] = &self.cols;
         Ok(ReplayBatch {
-            obs: pick(&self.obs)?,
-            actions: pick(&self.actions)?,
-            rewards: pick(&self.rewards)?,
-            next_obs: pick(&self.next_obs)?,
-            terminated: pick(&self.terminated)?,
+            obs: pick(obs)?,
+            actions: pick(actions)?,
+            rewards: pick(rewards)?,
+            next_obs: pick(next_obs)?,
+            terminated: pick(terminated)?,
+            horizon: pick(horizon)?,
+            reward_parts: pick(parts)?,
         })
+    }
+
+    /// The filled rows as bytes, for checkpoints:
+    ///
+    /// ```text
+    /// "VLYB" | version u32 = 1 | capacity u64 | obs_dim u64 | action_dim u64 | obs_u8 u8
+    /// parts u8 | len u64 | pos u64 | for each column of COLUMNS: its first `len` rows,
+    /// raw little-endian (u8 or f32)
+    /// ```
+    pub fn to_bytes(&self) -> ReplayResult<Vec<u8>> {
+        let mut out = Vec::with_capacity(64 + self.filled_bytes() as usize);
+        out.extend_from_slice(BYTES_MAGIC);
+        out.extend_from_slice(&BYTES_VERSION.to_le_bytes());
+        for v in [self.capacity, self.obs_dim, self.action_dim] {
+            out.extend_from_slice(&(v as u64).to_le_bytes());
+        }
+        out.push(u8::from(self.obs_u8));
+        out.push(self.parts as u8);
+        out.extend_from_slice(&(self.len as u64).to_le_bytes());
+        out.extend_from_slice(&(self.pos as u64).to_le_bytes());
+        let _guard = tch::no_grad_guard();
+        for col in &self.cols {
+            let rows = col
+                .f_narrow(0, 0, self.len as i64)?
+                .f_to_device(Device::Cpu)?
+                .f_contiguous()?;
+            let n = rows.numel();
+            let width = if rows.kind() == Kind::Uint8 { 1 } else { 4 };
+            let start = out.len();
+            out.resize(start + n * width, 0);
+            rows.f_copy_data_u8(&mut out[start..], n)?;
+            if width == 4 && cfg!(target_endian = "big") {
+                for c in out[start..].chunks_exact_mut(4) {
+                    c.reverse();
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restores [`ReplayBuffer::to_bytes`] of a buffer of the same capacity and
+    /// shapes. Everything is checked first: on error the buffer is unchanged.
+    pub fn load_bytes(&mut self, bytes: &[u8]) -> ReplayResult<()> {
+        let bad = |m: String| ReplayError::BadBytes(m);
+        let mut pos = 0usize;
+        let mut take = |n: usize, what: &str| -> ReplayResult<&[u8]> {
+            let end = pos
+                .checked_add(n)
+                .filter(|&e| e <= bytes.len())
+                .ok_or_else(|| bad(format!("truncated at {what} (offset {pos})")))?;
+            let s = &bytes[pos..end];
+            pos = end;
+            Ok(s)
+        };
+        if take(4, "magic")? != BYTES_MAGIC {
+            return Err(bad("not a volley replay buffer (bad magic)".into()));
+        }
+        let u32_at = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let u64_at = |b: &[u8]| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            u64::from_le_bytes(a)
+        };
+        let version = u32_at(take(4, "version")?);
+        if version != BYTES_VERSION {
+            return Err(bad(format!(
+                "format version {version}, this build reads {BYTES_VERSION}"
+            )));
+        }
+        let capacity = u64_at(take(8, "capacity")?);
+        let obs_dim = u64_at(take(8, "obs_dim")?);
+        let action_dim = u64_at(take(8, "action_dim")?);
+        let obs_u8 = take(1, "obs kind")?[0] == 1;
+        let parts = take(1, "reward parts")?[0] as usize;
+        let want = (
+            self.capacity as u64,
+            self.obs_dim as u64,
+            self.action_dim as u64,
+            self.obs_u8,
+            self.parts,
+        );
+        if (capacity, obs_dim, action_dim, obs_u8, parts) != want {
+            return Err(bad(format!(
+                "a buffer of {capacity} transitions of {obs_dim} observation and \
+                 {action_dim} action elements, this run's holds {} of {} and {}",
+                self.capacity, self.obs_dim, self.action_dim
+            )));
+        }
+        let len = u64_at(take(8, "len")?);
+        let ring = u64_at(take(8, "pos")?);
+        if len > capacity || ring >= capacity.max(1) || (len < capacity && ring != len % capacity) {
+            return Err(bad(format!(
+                "{len} rows and write position {ring} in a buffer of {capacity}"
+            )));
+        }
+        let len = len as usize;
+        let mut cols = Vec::with_capacity(7);
+        for (name, col) in COLUMNS.iter().zip(&self.cols) {
+            let mut dims = col.size();
+            dims[0] = len as i64;
+            let n: i64 = dims.iter().product();
+            let (kind, width) = if col.kind() == Kind::Uint8 {
+                (Kind::Uint8, 1)
+            } else {
+                (Kind::Float, 4)
+            };
+            let data = take(n as usize * width, name)?;
+            let t = if width == 4 && cfg!(target_endian = "big") {
+                let swapped: Vec<u8> = data
+                    .chunks_exact(4)
+                    .flat_map(|c| [c[3], c[2], c[1], c[0]])
+                    .collect();
+                Tensor::f_from_data_size(&swapped, &dims, kind)?
+            } else {
+                Tensor::f_from_data_size(data, &dims, kind)?
+            };
+            if width == 4 && !bool::try_from(t.f_isfinite()?.f_all()?)? {
+                return Err(bad(format!("{name} holds NaN or infinity")));
+            }
+            cols.push(t);
+        }
+        if pos != bytes.len() {
+            return Err(bad(format!("{} trailing bytes", bytes.len() - pos)));
+        }
+        let _guard = tch::no_grad_guard();
+        for (dst, src) in self.cols.iter().zip(&cols) {
+            if len > 0 {
+                dst.f_narrow(0, 0, len as i64)?
+                    .f_copy_(&src.f_to_device(self.storage)?)?;
+            }
+        }
+        self.len = len;
+        self.pos = ring as usize;
+        Ok(())
     }
 }
 
@@ -398,16 +641,16 @@ mod tests {
         assert!(buf.is_empty());
         push_rows(&mut buf, 0, 3);
         assert_eq!(buf.len(), 3);
-        assert_eq!(f32s(&buf.rewards)[..3], [0.0, 1.0, 2.0]);
+        assert_eq!(f32s(&buf.cols[2])[..3], [0.0, 1.0, 2.0]);
         // Crosses the end: rows 3, 4 at the end, 5, 6 at the start.
         push_rows(&mut buf, 3, 4);
         assert_eq!(buf.len(), 5);
-        assert_eq!(f32s(&buf.rewards), [5.0, 6.0, 2.0, 3.0, 4.0]);
+        assert_eq!(f32s(&buf.cols[2]), [5.0, 6.0, 2.0, 3.0, 4.0]);
         assert_eq!(buf.pos, 2);
         // More rows than the capacity: only the last 5 of 7 survive, in ring order.
         push_rows(&mut buf, 7, 7);
         assert_eq!(buf.len(), 5);
-        let r = f32s(&buf.rewards);
+        let r = f32s(&buf.cols[2]);
         let mut sorted = r.clone();
         sorted.sort_by(f32::total_cmp);
         assert_eq!(sorted, [9.0, 10.0, 11.0, 12.0, 13.0]);
@@ -491,7 +734,10 @@ mod tests {
     fn memory_bound_and_bad_inputs_are_errors() {
         tch::set_num_threads(1);
         let needed = ReplayBuffer::bytes_for(1_000_000, 11, 3);
-        assert_eq!(needed, 1_000_000 * 4 * (22 + 3 + 2));
+        // Observations twice, the action, reward, terminated flag and horizon.
+        assert_eq!(needed, 1_000_000 * 4 * (22 + 3 + 3));
+        // Images are stored as bytes.
+        assert_eq!(ReplayBuffer::row_bytes(12288, 1, true), 2 * 12288 + 16);
         let e = ReplayBuffer::new(1_000_000, 11, 3, 1 << 20, Device::Cpu).unwrap_err();
         let msg = e.to_string();
         assert!(
@@ -499,7 +745,7 @@ mod tests {
             "{msg}"
         );
         let buf = ReplayBuffer::new(10, 11, 3, needed, Device::Cpu).unwrap();
-        assert_eq!(buf.bytes(), 10 * 4 * 27);
+        assert_eq!(buf.bytes(), 10 * 4 * 28);
         assert!(ReplayBuffer::new(0, 11, 3, u64::MAX, Device::Cpu).is_err());
         let mut rng = EnvRng::seed_from_u64(0);
         assert!(buf.sample(4, &mut rng).is_err());
@@ -541,5 +787,46 @@ mod tests {
             ..step
         };
         assert!(buf.push_env_step(&[0.0; 6], &[0.0; 3], &no_final).is_err());
+    }
+    #[test]
+    fn the_buffer_round_trips_through_bytes() {
+        tch::set_num_threads(1);
+        let mut buf = ReplayBuffer::new(5, 3, 1, u64::MAX, Device::Cpu).unwrap();
+        push_rows(&mut buf, 0, 7);
+        let bytes = buf.to_bytes().unwrap();
+        assert_eq!(bytes.len() as u64, buf.filled_bytes() + 50);
+        let mut back = ReplayBuffer::new(5, 3, 1, u64::MAX, Device::Cpu).unwrap();
+        back.load_bytes(&bytes).unwrap();
+        assert_eq!((back.len(), back.pos), (buf.len(), buf.pos));
+        assert_eq!(back.to_bytes().unwrap(), bytes);
+        let all: Vec<i64> = (0..5).collect();
+        let (a, b) = (buf.gather(&all).unwrap(), back.gather(&all).unwrap());
+        assert_eq!(f32s(&a.next_obs), f32s(&b.next_obs));
+        // Damage, another shape and a partly filled buffer.
+        let mut other = ReplayBuffer::new(6, 3, 1, u64::MAX, Device::Cpu).unwrap();
+        let e = other.load_bytes(&bytes).unwrap_err().to_string();
+        assert!(e.contains("this run's holds 6"), "{e}");
+        for cut in [0, 10, 44, bytes.len() - 1] {
+            assert!(back.load_bytes(&bytes[..cut]).is_err());
+        }
+        assert_eq!(back.to_bytes().unwrap(), bytes);
+        let mut part = ReplayBuffer::new(5, 3, 1, u64::MAX, Device::Cpu).unwrap();
+        push_rows(&mut part, 0, 2);
+        let mut again = ReplayBuffer::new(5, 3, 1, u64::MAX, Device::Cpu).unwrap();
+        again.load_bytes(&part.to_bytes().unwrap()).unwrap();
+        assert_eq!((again.len(), again.pos), (2, 2));
+        // u8 observations keep their bytes.
+        let mut img = ReplayBuffer::with(4, 6, 1, true, u64::MAX, Device::Cpu).unwrap();
+        let o = Tensor::arange(12, (Kind::Uint8, Device::Cpu)).view([2, 6]);
+        let z = Tensor::zeros([2], (Kind::Float, Device::Cpu));
+        img.push_batch(&o, &z.view([2, 1]), &z, &o, &z).unwrap();
+        let mut img2 = ReplayBuffer::with(4, 6, 1, true, u64::MAX, Device::Cpu).unwrap();
+        img2.load_bytes(&img.to_bytes().unwrap()).unwrap();
+        let g = img2.gather(&[1]).unwrap();
+        assert_eq!(g.obs.kind(), Kind::Uint8);
+        assert_eq!(
+            Vec::<u8>::try_from(g.obs.view(-1)).unwrap(),
+            (6..12).collect::<Vec<u8>>()
+        );
     }
 }

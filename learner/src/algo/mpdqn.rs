@@ -18,9 +18,10 @@
 //!    1e-4;
 //! 3. soft target updates, tau 0.1 (Q) and 0.001 (parameter network).
 //!
-//! Layout, as in CleanRL: the hyperparameters ([`MpdqnConfig`]), the networks
-//! ([`MpdqnNet`] in `volley_common::nn::mpdqn`, with acting and exploration for the
-//! actors), then the update ([`Mpdqn::update`], [`invert_gradients`]).
+//! Layout, as in CleanRL: the hyperparameters ([`MpdqnConfig`], the reference's
+//! defaults), the networks ([`MpdqnNet`] in `volley_common::nn::mpdqn`, with acting
+//! and exploration for the actors), then the update ([`Mpdqn::update`],
+//! [`invert_gradients`]), then the training loop's view ([`build`]).
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -30,6 +31,9 @@ use volley_common::nn::mpdqn::{
     PLATFORM_STATE_FEATURES,
 };
 use volley_common::nn::{Adam, AdamConfig, NnError};
+
+use super::{Algorithm, Batch, BuildContext, Built, Source, Stats, UpdateContext};
+use crate::replay::ReplaySettings;
 
 /// Errors of the MP-DQN code: inconsistent inputs or a failure of the network layer.
 #[derive(Debug, thiserror::Error)]
@@ -522,7 +526,7 @@ fn eight(b: &[u8]) -> [u8; 8] {
 }
 
 // ---------------------------------------------------------------------------------
-// The off-policy training thread's view
+// The training loop's view
 // ---------------------------------------------------------------------------------
 
 impl MpdqnBatch {
@@ -551,32 +555,29 @@ impl MpdqnBatch {
     }
 }
 
-impl crate::offpolicy::OffPolicyAlgorithm for Mpdqn {
-    fn replay_settings(&self) -> crate::offpolicy::ReplaySettings {
-        crate::offpolicy::ReplaySettings {
+const STATS: &[(&str, &str)] = &[
+    ("q_loss", "Q-network loss of the last update"),
+    ("param_loss", "parameter-network loss (-sum_k Q_k) of the last update"),
+    ("q_mean", "mean Q value of the last update's batch"),
+];
+
+impl Algorithm for Mpdqn {
+    fn source(&self) -> Source {
+        Source::Replay(ReplaySettings {
             capacity: self.cfg.replay_size,
             max_bytes: self.cfg.buffer_max_bytes(),
             batch_size: self.cfg.batch_size,
             learning_starts: self.cfg.learning_starts as u64,
             replay_ratio: self.cfg.replay_ratio,
-        }
+            n_step: 1,
+            gamma: self.cfg.gamma,
+            split_rewards: false,
+        })
     }
 
-    fn obs_dim(&self) -> usize {
-        self.online.spec().obs_len
-    }
-
-    fn action_width(&self) -> usize {
-        1 + self.online.spec().param_dim()
-    }
-
-    fn update(
-        &mut self,
-        batch: &crate::replay::ReplayBatch,
-    ) -> anyhow::Result<Vec<(&'static str, f64)>> {
-        let s = MpdqnBatch::from_replay(batch)
-            .and_then(|b| Mpdqn::update(self, &b))
-            .map_err(|e| anyhow::anyhow!("mp-dqn update failed: {e}"))?;
+    fn update(&mut self, batch: &Batch<'_>, _ctx: &UpdateContext<'_>) -> anyhow::Result<Stats> {
+        let b = MpdqnBatch::from_replay(batch.replay("mpdqn")?)?;
+        let s = Mpdqn::update(self, &b)?;
         Ok(vec![
             ("q_loss", s.q_loss),
             ("param_loss", s.param_loss),
@@ -584,21 +585,35 @@ impl crate::offpolicy::OffPolicyAlgorithm for Mpdqn {
         ])
     }
 
-    fn record(&self, stats: &[(&'static str, f64)]) {
-        use volley_common::telemetry as t;
-        let get = |k: &str| stats.iter().find(|s| s.0 == k).map_or(0.0, |s| s.1);
-        metrics::gauge!(t::MPDQN_Q_LOSS).set(get("q_loss"));
-        metrics::gauge!(t::MPDQN_PARAM_LOSS).set(get("param_loss"));
-        metrics::gauge!(t::Q_MEAN).set(get("q_mean"));
-    }
-
     fn actor_weights(&self) -> Vec<u8> {
         self.online.to_bytes()
     }
 
-    fn state_to_bytes(&self) -> Vec<u8> {
+    fn state(&self) -> Vec<u8> {
         Mpdqn::state_to_bytes(self)
     }
+
+    fn load_state(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        Ok(Mpdqn::load_state_bytes(self, bytes)?)
+    }
+
+    fn stats_help(&self) -> &'static [(&'static str, &'static str)] {
+        STATS
+    }
+}
+
+/// MP-DQN for a run: `[mpdqn]` (the reference's Platform settings) for a box
+/// observation and a parameterised action space.
+pub fn build(ctx: BuildContext<'_>) -> anyhow::Result<Built> {
+    let cfg: MpdqnConfig = ctx.section()?;
+    let spec = cfg.spec_for(ctx.observation_space, ctx.action_space)?;
+    let mpdqn = Mpdqn::new(spec.clone(), cfg.clone(), ctx.device)?;
+    Ok(Built {
+        section: super::section_of(&cfg)?,
+        spec_json: serde_json::to_string(&spec)?,
+        explore_json: serde_json::to_string(&cfg.explore_settings())?,
+        algorithm: Box::new(mpdqn),
+    })
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ macro_rules! for_each_algorithm {
             ppo,
             sac,
             mpdqn,
+            ddqn,
         }
     };
 }

@@ -4,8 +4,9 @@
 //! episodes) reaches its target before the budget is spent; it prints the whole
 //! evaluation curve. `VOLLEY_TEST_SEED=N` runs them on another seed.
 //!
-//! Targets: PPO solves CartPole-v1 (475 of 500), SAC reaches 500 on Hopper-v5 (a
-//! random policy scores about 18), MP-DQN 0.6 on Platform (random: about 0.15).
+//! Targets: PPO and Double DQN solve CartPole-v1 (475 of 500), SAC reaches 500 on
+//! Hopper-v5 (a random policy scores about 18), MP-DQN 0.6 on Platform (random: about
+//! 0.15).
 
 mod support;
 
@@ -20,6 +21,19 @@ fn ppo_solves_cartpole() {
     let _a0 = start_actor(&run, "actor-0", free_port());
     let _a1 = start_actor(&run, "actor-1", free_port());
     learns(&run, "ppo cartpole", 475.0, Duration::from_secs(600));
+}
+
+#[test]
+fn ddqn_solves_cartpole() {
+    // Budget: ddqn_cartpole.toml's 150k steps.
+    let run = start_learner_with("ddqn_cartpole.toml", "ddqn-cartpole", free_port(), &[]);
+    let m0 = free_port();
+    let _a0 = start_actor(&run, "actor-0", m0);
+    learns(&run, "ddqn cartpole", 475.0, Duration::from_secs(600));
+    assert!((replay_ratio(&run) - 0.25).abs() < 0.01, "replay ratio");
+    // The actor anneals epsilon by the run's env steps (1 -> 0.05 over 20k).
+    let eps = metric(m0, "volley_explore_epsilon").unwrap_or(1.0);
+    assert!(eps < 0.06, "actor epsilon still {eps}");
 }
 
 #[test]

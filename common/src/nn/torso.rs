@@ -67,6 +67,7 @@ impl ConvSequence {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Activation {
     Tanh,
+    Relu,
 }
 
 /// An encoder from prepared observations ([`prep_obs`]) to a feature vector.
@@ -204,6 +205,7 @@ impl Encoder {
                     x = l.forward(&x)?;
                     x = match activation {
                         Activation::Tanh => x.f_tanh()?,
+                        Activation::Relu => x.f_relu()?,
                     };
                 }
                 Ok(x)

@@ -23,6 +23,7 @@ macro_rules! for_each_algorithm {
             sac,
             mpdqn,
             ddqn,
+            splitq,
         }
     };
 }

@@ -4,9 +4,9 @@
 //! episodes) reaches its target before the budget is spent; it prints the whole
 //! evaluation curve. `VOLLEY_TEST_SEED=N` runs them on another seed.
 //!
-//! Targets: PPO and Double DQN solve CartPole-v1 (475 of 500), SAC reaches 500 on
-//! Hopper-v5 (a random policy scores about 18), MP-DQN 0.6 on Platform (random: about
-//! 0.15).
+//! Targets: PPO, Double DQN and Split-Q solve CartPole-v1 (475 of 500), SAC reaches
+//! 500 on Hopper-v5 (a random policy scores about 18), MP-DQN 0.6 on Platform (random:
+//! about 0.15).
 
 mod support;
 
@@ -34,6 +34,16 @@ fn ddqn_solves_cartpole() {
     // The actor anneals epsilon by the run's env steps (1 -> 0.05 over 20k).
     let eps = metric(m0, "volley_explore_epsilon").unwrap_or(1.0);
     assert!(eps < 0.06, "actor epsilon still {eps}");
+}
+
+#[test]
+fn splitq_solves_cartpole() {
+    // Budget: splitq_cartpole.toml's 150k steps (a death penalty of -1 gives the
+    // negative stream its rewards).
+    let run = start_learner_with("splitq_cartpole.toml", "splitq-cartpole", free_port(), &[]);
+    let _a0 = start_actor(&run, "actor-0", free_port());
+    learns(&run, "splitq cartpole", 475.0, Duration::from_secs(600));
+    assert!(metric(run.metrics_port, "volley_splitq_punish_loss").is_some());
 }
 
 #[test]

@@ -1,0 +1,163 @@
+//! The networks of Split Q-learning (Lin, Bouneffouf and Cecchi 2019, "Split Q
+//! Learning: Reinforcement Learning with Two-Stream Rewards", arXiv 1906.11286) and
+//! how actors act with them. The update lives in `volley_learner::algo::splitq`.
+//!
+//! [`SplitQNet`]: two [`QNetwork`]s of the same spec: `Q+`, which learns from the
+//! positive part of the reward, and `Q-`, which learns from the negative part. The
+//! agent acts on their sum, `argmax_a Q+(s, a) + Q-(s, a)`, epsilon-greedily over the
+//! run's env steps as Double DQN does ([`super::ddqn::EpsilonGreedy`]).
+//!
+//! Weights travel as one blob in the format of [`super::weights`] (magic `VLYQ`),
+//! `Q+`'s variables (named `positive.*`) then `Q-`'s (`negative.*`).
+
+use tch::{Device, Tensor};
+
+use super::ddqn::{polyak, EpsilonGreedy, EpsilonSchedule, QNetwork, WEIGHTS_MAGIC};
+use super::spec::ModelSpec;
+use super::{weights, NnResult};
+use crate::agent::{ActionBatch, Agent, AgentContext, ChunkFields, Mode, Progress};
+
+/// The two Q streams.
+#[derive(Debug)]
+pub struct SplitQNet {
+    /// `Q+`: the positive part of the reward.
+    pub positive: QNetwork,
+    /// `Q-`: the negative part of the reward.
+    pub negative: QNetwork,
+    /// Both networks' variables in byte order (shallow clones).
+    vars: Vec<(String, Tensor)>,
+}
+
+impl SplitQNet {
+    /// Fresh streams for `spec` (a categorical head) on `device`.
+    pub fn new(spec: ModelSpec, device: Device) -> NnResult<SplitQNet> {
+        let positive = QNetwork::named(spec.clone(), device, Some("positive"))?;
+        let negative = QNetwork::named(spec, device, Some("negative"))?;
+        let vars = positive
+            .named_variables()
+            .iter()
+            .chain(negative.named_variables())
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
+        Ok(SplitQNet {
+            positive,
+            negative,
+            vars,
+        })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        self.positive.spec()
+    }
+
+    /// `(Q+(s, .), Q-(s, .))`, each `[B, actions]`, with gradient.
+    pub fn forward(&self, obs: &Tensor) -> NnResult<(Tensor, Tensor)> {
+        Ok((self.positive.forward(obs)?, self.negative.forward(obs)?))
+    }
+
+    /// `Q+(s, .) + Q-(s, .)`, what the agent acts on.
+    pub fn combined(&self, obs: &Tensor) -> NnResult<Tensor> {
+        let (p, n) = self.forward(obs)?;
+        Ok(p.f_add(&n)?)
+    }
+
+    /// Copies both streams of `other` (same spec): the hard target update.
+    pub fn copy_from(&mut self, other: &SplitQNet) -> NnResult<()> {
+        self.soft_update_from(other, 1.0)
+    }
+
+    /// Polyak averaging of both streams towards `other`.
+    pub fn soft_update_from(&mut self, other: &SplitQNet, tau: f64) -> NnResult<()> {
+        polyak(&mut self.vars, &other.vars, tau)
+    }
+
+    /// Both streams' variables as one blob.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        weights::encode(WEIGHTS_MAGIC, &self.vars)
+    }
+
+    /// Replaces both streams with [`SplitQNet::to_bytes`] of a net with the same spec;
+    /// checked first, on error unchanged.
+    pub fn load_bytes(&mut self, bytes: &[u8]) -> NnResult<()> {
+        weights::decode_into(WEIGHTS_MAGIC, bytes, &mut self.vars)
+    }
+}
+
+/// Split-Q's agent: epsilon-greedy on `Q+ + Q-`.
+#[derive(Debug)]
+pub struct SplitQAgent {
+    net: SplitQNet,
+    explore: EpsilonGreedy,
+}
+
+impl Agent for SplitQAgent {
+    fn fields(&self) -> ChunkFields {
+        ChunkFields {
+            next_obs: true,
+            ..ChunkFields::default()
+        }
+    }
+
+    fn load_weights(&mut self, bytes: &[u8]) -> NnResult<()> {
+        self.net.load_bytes(bytes)
+    }
+
+    fn act(
+        &mut self,
+        obs: &Tensor,
+        progress: &Progress,
+        mode: Mode,
+        out: &mut ActionBatch,
+    ) -> NnResult<()> {
+        let q = tch::no_grad(|| self.net.combined(obs))?;
+        out.discrete = self.explore.choose(&q, progress, mode)?;
+        Ok(())
+    }
+
+    fn epsilon(&self) -> Option<f64> {
+        self.explore.last_epsilon()
+    }
+}
+
+/// Split-Q's agent, from the [`ModelSpec`] and [`EpsilonSchedule`] JSON the learner
+/// sends.
+pub fn agent(ctx: &AgentContext<'_>) -> NnResult<Box<dyn Agent>> {
+    let spec: ModelSpec = ctx.spec("splitq")?;
+    let schedule: EpsilonSchedule = ctx.explore("splitq")?;
+    schedule.validate()?;
+    Ok(Box::new(SplitQAgent {
+        net: SplitQNet::new(spec, ctx.device)?,
+        explore: EpsilonGreedy::new(schedule, ctx.seed ^ 0x5917),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::Space;
+    use crate::nn::ModelKind;
+    use tch::Kind;
+
+    #[test]
+    fn the_streams_sum_and_travel_as_one_blob() {
+        tch::set_num_threads(1);
+        tch::manual_seed(1);
+        let spec = ModelSpec::for_spaces(
+            ModelKind::Mlp { hidden: vec![8] },
+            &Space::uniform_box(&[3], -1.0, 1.0),
+            &Space::Discrete { n: 2 },
+        )
+        .unwrap();
+        let a = SplitQNet::new(spec.clone(), Device::Cpu).unwrap();
+        let mut b = SplitQNet::new(spec, Device::Cpu).unwrap();
+        let obs = Tensor::randn([4, 3], (Kind::Float, Device::Cpu));
+        let (p, n) = a.forward(&obs).unwrap();
+        let sum = a.combined(&obs).unwrap();
+        assert_eq!((sum - (p + n)).abs().max().double_value(&[]), 0.0);
+        b.load_bytes(&a.to_bytes()).unwrap();
+        assert_eq!(b.to_bytes(), a.to_bytes());
+        // A single Q network's weights do not load into the pair.
+        let single = a.positive.to_bytes();
+        assert!(b.load_bytes(&single).is_err());
+    }
+}

@@ -20,6 +20,7 @@ macro_rules! for_each_algorithm {
     ($m:ident) => {
         $m! {
             ppo,
+            a2c,
             sac,
             mpdqn,
             ddqn,

@@ -4,9 +4,9 @@
 //! episodes) reaches its target before the budget is spent; it prints the whole
 //! evaluation curve. `VOLLEY_TEST_SEED=N` runs them on another seed.
 //!
-//! Targets: PPO, Double DQN and Split-Q solve CartPole-v1 (475 of 500), SAC reaches
-//! 500 on Hopper-v5 (a random policy scores about 18), MP-DQN 0.6 on Platform (random:
-//! about 0.15).
+//! Targets: PPO, Double DQN and Split-Q solve CartPole-v1 (475 of 500), A2C reaches
+//! 400, SAC 500 on Hopper-v5 (a random policy scores about 18), MP-DQN 0.6 on Platform
+//! (random: about 0.15).
 
 mod support;
 
@@ -21,6 +21,15 @@ fn ppo_solves_cartpole() {
     let _a0 = start_actor(&run, "actor-0", free_port());
     let _a1 = start_actor(&run, "actor-1", free_port());
     learns(&run, "ppo cartpole", 475.0, Duration::from_secs(600));
+}
+
+#[test]
+fn a2c_reaches_400_on_cartpole() {
+    // Budget: a2c_cartpole.toml's 500k steps.
+    let run = start_learner_with("a2c_cartpole.toml", "a2c-cartpole", free_port(), &[]);
+    let _a0 = start_actor(&run, "actor-0", free_port());
+    let _a1 = start_actor(&run, "actor-1", free_port());
+    learns(&run, "a2c cartpole", 400.0, Duration::from_secs(600));
 }
 
 #[test]

@@ -60,10 +60,18 @@ stop_all() {
   echo
   echo "local: stopping ${#pids[@]} processes"
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 1 100); do
+  # Actors stop within seconds; the learner may be writing a final checkpoint with a
+  # replay buffer of gigabytes, so it gets a minute before SIGKILL.
+  local waited=0
+  for _ in $(seq 1 600); do
     alive=0
     for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
     [ "$alive" = 0 ] && break
+    if [ "$waited" = 100 ]; then
+      for p in "${pids[@]}"; do [ "$p" = "${learner:-}" ] || kill -KILL "$p" 2>/dev/null || true; done
+      kill -0 "${learner:-0}" 2>/dev/null && echo "local: waiting for the learner's final checkpoint"
+    fi
+    waited=$((waited + 1))
     sleep 0.1
   done
   for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done

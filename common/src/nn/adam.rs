@@ -11,10 +11,9 @@
 
 use tch::{Kind, Tensor};
 
-use super::{append_f32, tensor_from_f32_le, NnError, NnResult, Reader};
+use super::{optim_state, NnResult};
 
 const STATE_MAGIC: &[u8; 4] = b"VLYA";
-const STATE_VERSION: u32 = 1;
 
 /// Adam's constants. PPO uses `eps = 1e-5` (Cobbe et al. 2020, CleanRL).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,116 +114,27 @@ impl Adam {
         Ok(())
     }
 
-    /// Step count and moments as bytes (format in the module docs). Panics only if
-    /// libtorch cannot copy its own tensors to the host.
+    /// Step count and moments as bytes (format in [`super::optim_state`]). Panics only
+    /// if libtorch cannot copy its own tensors to the host.
     pub fn state_to_bytes(&self) -> Vec<u8> {
-        let _guard = tch::no_grad_guard();
-        let total: usize = self.params.iter().map(|p| p.numel()).sum();
-        let mut out = Vec::with_capacity(64 + 8 * total);
-        out.extend_from_slice(STATE_MAGIC);
-        out.extend_from_slice(&STATE_VERSION.to_le_bytes());
-        out.extend_from_slice(&self.step.to_le_bytes());
-        out.extend_from_slice(&(self.params.len() as u32).to_le_bytes());
-        for p in &self.params {
-            let size = p.size();
-            out.extend_from_slice(&(size.len() as u32).to_le_bytes());
-            for d in size {
-                out.extend_from_slice(&(d as u64).to_le_bytes());
-            }
-        }
-        out.extend_from_slice(&(total as u64).to_le_bytes());
-        for moments in [&self.m, &self.v] {
-            if !moments.is_empty() {
-                let flat: Vec<Tensor> = moments.iter().map(|t| t.view(-1)).collect();
-                append_f32(&Tensor::cat(&flat, 0), &mut out);
-            }
-        }
-        out
+        optim_state::encode(STATE_MAGIC, self.step, &self.params, &[&self.m, &self.v])
     }
 
     /// Restores the step count and moments saved by [`Adam::state_to_bytes`] for the
     /// same parameter shapes. Everything is checked first: on error nothing changes.
     pub fn load_state_bytes(&mut self, bytes: &[u8]) -> NnResult<()> {
-        let shapes: Vec<Vec<i64>> = self.params.iter().map(|p| p.size()).collect();
-        let (step, data) = check_state_header(bytes, &shapes).map_err(NnError::BadState)?;
-        let total: i64 = shapes.iter().map(|s| s.iter().product::<i64>()).sum();
-        let _guard = tch::no_grad_guard();
-        let device = self
-            .params
-            .first()
-            .map(|p| p.device())
-            .unwrap_or(tch::Device::Cpu);
-        let flat = tensor_from_f32_le(data, &[2 * total], device)?;
-        if !bool::try_from(flat.f_isfinite()?.f_all()?)? {
-            return Err(NnError::BadState("moments contain NaN or infinity".into()));
-        }
-        if bool::try_from(flat.f_narrow(0, total, total)?.f_lt(0.0)?.f_any()?)? {
-            return Err(NnError::BadState("negative second moment".into()));
-        }
-        let mut off = 0i64;
-        for moments in [&mut self.m, &mut self.v] {
-            for t in moments.iter_mut() {
-                let n = t.numel() as i64;
-                t.f_copy_(&flat.f_narrow(0, off, n)?.f_view(t.size().as_slice())?)?;
-                off += n;
-            }
-        }
-        self.step = step;
+        self.step = optim_state::decode(
+            STATE_MAGIC,
+            "optimizer",
+            bytes,
+            &self.params,
+            &mut [
+                ("first moments", &mut self.m, false),
+                ("second moments", &mut self.v, true),
+            ],
+        )?;
         Ok(())
     }
-}
-
-fn check_state_header<'a>(bytes: &'a [u8], shapes: &[Vec<i64>]) -> Result<(u64, &'a [u8]), String> {
-    let mut r = Reader::new(bytes);
-    if r.take(4, "magic")? != STATE_MAGIC {
-        return Err("not a volley optimizer state (bad magic)".into());
-    }
-    let version = r.u32("version")?;
-    if version != STATE_VERSION {
-        return Err(format!(
-            "optimizer state version {version}, this build reads {STATE_VERSION}"
-        ));
-    }
-    let step = r.u64("step")?;
-    let count = r.u32("parameter count")? as usize;
-    if count != shapes.len() {
-        return Err(format!(
-            "state for {count} parameters, the optimizer has {}",
-            shapes.len()
-        ));
-    }
-    let mut total = 0u64;
-    for (i, shape) in shapes.iter().enumerate() {
-        let ndim = r.u32("rank")? as usize;
-        if ndim != shape.len() {
-            return Err(format!(
-                "parameter {i} has rank {ndim}, expected shape {shape:?}"
-            ));
-        }
-        for (j, &want) in shape.iter().enumerate() {
-            let d = r.u64("dimension")?;
-            if d != want as u64 {
-                return Err(format!(
-                    "parameter {i} dimension {j} is {d}, expected shape {shape:?}"
-                ));
-            }
-        }
-        total += shape.iter().product::<i64>() as u64;
-    }
-    let n = r.u64("element count")?;
-    if n != total {
-        return Err(format!(
-            "{n} elements declared, the parameters have {total}"
-        ));
-    }
-    if r.remaining() as u64 != 8 * total {
-        return Err(format!(
-            "moment data of {} bytes, expected {}",
-            r.remaining(),
-            8 * total
-        ));
-    }
-    Ok((step, r.take(8 * total as usize, "moments")?))
 }
 
 /// Scales the gradients of `params` so their global L2 norm is at most `max_norm`

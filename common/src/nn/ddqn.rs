@@ -255,14 +255,53 @@ impl EpsilonGreedy {
     }
 }
 
-/// Double DQN's agent: epsilon-greedy on `Q(s, .)`.
+/// What an epsilon-greedy agent acts on: a network of action values.
+pub trait ActionValues: Send + std::fmt::Debug {
+    /// The values `[B, actions]` of a batch of observations (with gradient).
+    fn action_values(&self, obs: &Tensor) -> NnResult<Tensor>;
+    /// Replaces the network's weights (checked first: on error unchanged).
+    fn load_weights(&mut self, bytes: &[u8]) -> NnResult<()>;
+}
+
+impl ActionValues for QNetwork {
+    fn action_values(&self, obs: &Tensor) -> NnResult<Tensor> {
+        self.forward(obs)
+    }
+
+    fn load_weights(&mut self, bytes: &[u8]) -> NnResult<()> {
+        self.load_bytes(bytes)
+    }
+}
+
+/// The agent of the Q-learning algorithms: epsilon-greedy on a network's action
+/// values, epsilon by the run's env steps.
 #[derive(Debug)]
-pub struct DdqnAgent {
-    q: QNetwork,
+pub struct EpsilonGreedyAgent<Q: ActionValues> {
+    q: Q,
     explore: EpsilonGreedy,
 }
 
-impl Agent for DdqnAgent {
+impl<Q: ActionValues> EpsilonGreedyAgent<Q> {
+    /// The agent of `algorithm` from the [`ModelSpec`] and [`EpsilonSchedule`] JSON the
+    /// learner sends, its network built by `network`; `salt` sets its own random
+    /// stream apart.
+    pub fn from_context(
+        algorithm: &str,
+        ctx: &AgentContext<'_>,
+        network: impl FnOnce(ModelSpec, Device) -> NnResult<Q>,
+        salt: u64,
+    ) -> NnResult<Self> {
+        let spec: ModelSpec = ctx.spec(algorithm)?;
+        let schedule: EpsilonSchedule = ctx.explore(algorithm)?;
+        schedule.validate()?;
+        Ok(EpsilonGreedyAgent {
+            q: network(spec, ctx.device)?,
+            explore: EpsilonGreedy::new(schedule, ctx.seed ^ salt),
+        })
+    }
+}
+
+impl<Q: ActionValues> Agent for EpsilonGreedyAgent<Q> {
     fn fields(&self) -> ChunkFields {
         ChunkFields {
             next_obs: true,
@@ -271,7 +310,7 @@ impl Agent for DdqnAgent {
     }
 
     fn load_weights(&mut self, bytes: &[u8]) -> NnResult<()> {
-        self.q.load_bytes(bytes)
+        self.q.load_weights(bytes)
     }
 
     fn act(
@@ -281,7 +320,7 @@ impl Agent for DdqnAgent {
         mode: Mode,
         out: &mut ActionBatch,
     ) -> NnResult<()> {
-        let q = tch::no_grad(|| self.q.forward(obs))?;
+        let q = tch::no_grad(|| self.q.action_values(obs))?;
         out.discrete = self.explore.choose(&q, progress, mode)?;
         Ok(())
     }
@@ -291,19 +330,17 @@ impl Agent for DdqnAgent {
     }
 }
 
-/// Double DQN's agent, from the [`ModelSpec`] and [`EpsilonSchedule`] JSON the learner
-/// sends.
+/// Double DQN's agent: epsilon-greedy on `Q(s, .)`.
 pub fn agent(ctx: &AgentContext<'_>) -> NnResult<Box<dyn Agent>> {
-    let spec: ModelSpec = ctx.spec("ddqn")?;
-    let schedule: EpsilonSchedule = ctx.explore("ddqn")?;
-    schedule.validate()?;
-    Ok(Box::new(DdqnAgent {
-        q: QNetwork::new(spec, ctx.device)?,
-        explore: EpsilonGreedy::new(schedule, ctx.seed ^ 0xd0),
-    }))
+    Ok(Box::new(EpsilonGreedyAgent::from_context(
+        "ddqn",
+        ctx,
+        QNetwork::new,
+        0xd0,
+    )?))
 }
 
-/// Values as a `[B]` float tensor of `t` gathered at `actions` `[B]` along dim 1.
+/// `q[b, actions[b]]`, `[B]`, for values `q` `[B, actions]` and actions `[B]`.
 pub fn gather_actions(q: &Tensor, actions: &Tensor) -> NnResult<Tensor> {
     Ok(q
         .f_gather(1, &actions.f_to_kind(Kind::Int64)?.f_unsqueeze(1)?, false)?

@@ -18,6 +18,7 @@
 
 pub mod adam;
 pub mod init;
+mod optim_state;
 pub mod policy;
 pub mod rmsprop;
 pub mod spec;

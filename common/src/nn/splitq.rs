@@ -12,10 +12,10 @@
 
 use tch::{Device, Tensor};
 
-use super::ddqn::{polyak, EpsilonGreedy, EpsilonSchedule, QNetwork, WEIGHTS_MAGIC};
+use super::ddqn::{polyak, ActionValues, EpsilonGreedyAgent, QNetwork, WEIGHTS_MAGIC};
 use super::spec::ModelSpec;
 use super::{weights, NnResult};
-use crate::agent::{ActionBatch, Agent, AgentContext, ChunkFields, Mode, Progress};
+use crate::agent::{Agent, AgentContext};
 
 /// The two Q streams.
 #[derive(Debug)]
@@ -83,52 +83,25 @@ impl SplitQNet {
     }
 }
 
-/// Split-Q's agent: epsilon-greedy on `Q+ + Q-`.
-#[derive(Debug)]
-pub struct SplitQAgent {
-    net: SplitQNet,
-    explore: EpsilonGreedy,
-}
-
-impl Agent for SplitQAgent {
-    fn fields(&self) -> ChunkFields {
-        ChunkFields {
-            next_obs: true,
-            ..ChunkFields::default()
-        }
+impl ActionValues for SplitQNet {
+    /// `Q+ + Q-`: what the agent acts on.
+    fn action_values(&self, obs: &Tensor) -> NnResult<Tensor> {
+        self.combined(obs)
     }
 
     fn load_weights(&mut self, bytes: &[u8]) -> NnResult<()> {
-        self.net.load_bytes(bytes)
-    }
-
-    fn act(
-        &mut self,
-        obs: &Tensor,
-        progress: &Progress,
-        mode: Mode,
-        out: &mut ActionBatch,
-    ) -> NnResult<()> {
-        let q = tch::no_grad(|| self.net.combined(obs))?;
-        out.discrete = self.explore.choose(&q, progress, mode)?;
-        Ok(())
-    }
-
-    fn epsilon(&self) -> Option<f64> {
-        self.explore.last_epsilon()
+        self.load_bytes(bytes)
     }
 }
 
-/// Split-Q's agent, from the [`ModelSpec`] and [`EpsilonSchedule`] JSON the learner
-/// sends.
+/// Split-Q's agent: epsilon-greedy on `Q+ + Q-`.
 pub fn agent(ctx: &AgentContext<'_>) -> NnResult<Box<dyn Agent>> {
-    let spec: ModelSpec = ctx.spec("splitq")?;
-    let schedule: EpsilonSchedule = ctx.explore("splitq")?;
-    schedule.validate()?;
-    Ok(Box::new(SplitQAgent {
-        net: SplitQNet::new(spec, ctx.device)?,
-        explore: EpsilonGreedy::new(schedule, ctx.seed ^ 0x5917),
-    }))
+    Ok(Box::new(EpsilonGreedyAgent::from_context(
+        "splitq",
+        ctx,
+        SplitQNet::new,
+        0x5917,
+    )?))
 }
 
 #[cfg(test)]

@@ -62,6 +62,33 @@ struct ChunkBuf {
     episode_lengths: Vec<u32>,
 }
 
+impl ChunkBuf {
+    /// Buffers sized for a chunk of `rows = T * N` steps, so building one copies each
+    /// observation once.
+    fn for_chunk(rows: usize, obs: (usize, bool), act_dim: usize, fields: ChunkFields) -> Self {
+        let (obs_len, image) = obs;
+        let per = |on: bool, n: usize| if on { n } else { 0 };
+        ChunkBuf {
+            obs_u8: Vec::with_capacity(per(image, rows * obs_len)),
+            obs_f32: Vec::with_capacity(per(!image, rows * obs_len)),
+            next_u8: Vec::with_capacity(per(image && fields.next_obs, rows * obs_len)),
+            next_f32: Vec::with_capacity(per(!image && fields.next_obs, rows * obs_len)),
+            actions_i64: Vec::with_capacity(rows),
+            actions_f32: Vec::with_capacity(rows * act_dim),
+            action_params: Vec::new(),
+            logprobs: Vec::with_capacity(per(fields.logprobs, rows)),
+            values: Vec::with_capacity(per(fields.values, rows)),
+            rewards: Vec::with_capacity(rows),
+            terminated: Vec::with_capacity(rows),
+            truncated: Vec::with_capacity(rows),
+            truncation_values: Vec::with_capacity(per(fields.values, rows)),
+            bootstrap_values: Vec::new(),
+            episode_returns: Vec::new(),
+            episode_lengths: Vec::new(),
+        }
+    }
+}
+
 fn push_rows(src: &ObsBuf, rows: std::ops::Range<usize>, u8s: &mut Vec<u8>, f32s: &mut Vec<f32>) {
     match src {
         ObsBuf::U8(v) => u8s.extend_from_slice(&v[rows]),
@@ -133,7 +160,8 @@ pub(crate) fn run_rollout(
             own_steps = 0;
             own_episodes = 0;
         }
-        let mut buf = ChunkBuf::default();
+        let image = matches!(obs_space, Space::Image { .. });
+        let mut buf = ChunkBuf::for_chunk(steps * n, (obs_len, image), act_dim, fields);
         for _ in 0..steps {
             if stop.load(Ordering::SeqCst) {
                 return Ok(());

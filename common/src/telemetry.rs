@@ -24,7 +24,10 @@ pub const CONNECTED_ACTORS: &str = "volley_connected_actors";
 pub const RECONNECTS: &str = "volley_reconnects_total";
 // Learning. Every algorithm's own statistics are gauges `volley_<algorithm>_<stat>`,
 // named and described by the training loop from the algorithm's list
-// (`Algorithm::stats_help`); `lr` also sets LEARNING_RATE and `q_mean` Q_MEAN.
+// (`Algorithm::stats_help`), and the same values are UPDATE_STAT{algorithm, stat}, so
+// one dashboard panel shows them for any algorithm; `lr` also sets LEARNING_RATE and
+// `q_mean` Q_MEAN.
+pub const UPDATE_STAT: &str = "volley_update_stat";
 pub const POLICY_LAG: &str = "volley_policy_lag";
 pub const UPDATES: &str = "volley_updates_total";
 pub const UPDATE_DURATION: &str = "volley_update_duration_seconds";
@@ -110,6 +113,10 @@ pub fn describe_all() {
         "weights versions between acting and training, per chunk"
     );
     describe_counter!(UPDATES, Unit::Count, "learner updates done");
+    describe_gauge!(
+        UPDATE_STAT,
+        "a statistic of the last update, by algorithm and statistic (losses, entropy, Q means, ...)"
+    );
     describe_histogram!(
         UPDATE_DURATION,
         Unit::Seconds,

@@ -450,6 +450,8 @@ impl Training {
             if let Some((_, g)) = self.gauges.iter().find(|(n, _)| n == name) {
                 gauge!(g.clone()).set(*value);
             }
+            gauge!(t::UPDATE_STAT, "algorithm" => self.cfg.algorithm.clone(), "stat" => *name)
+                .set(*value);
             match *name {
                 "lr" => gauge!(t::LEARNING_RATE).set(*value),
                 "q_mean" => gauge!(t::Q_MEAN).set(*value),

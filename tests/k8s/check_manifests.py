@@ -57,30 +57,58 @@ def ok(msg: str) -> None:
 
 
 def rust_structs(paths: list[Path]) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
-    """Named-field structs (field -> type) and unit-variant enums of the given files."""
+    """Named-field structs (field -> type) and unit-variant enums of the given files.
+    The fields of a `#[serde(flatten)]` field's struct are merged into its parent."""
     structs: dict[str, dict[str, str]] = {}
     enums: dict[str, list[str]] = {}
+    flattened: dict[str, list[str]] = {}
     for p in paths:
         text = p.read_text()
         for m in re.finditer(r"pub struct (\w+)\s*\{(.*?)\n\}", text, re.S):
             fields = {}
+            flat = False
             for line in m.group(2).splitlines():
+                if "#[serde(flatten)]" in line:
+                    flat = True
+                    continue
                 f = re.match(r"\s*pub (\w+):\s*(.+?),?\s*$", line)
                 if f:
-                    fields[f.group(1)] = f.group(2).rstrip(",")
+                    if flat:
+                        flattened.setdefault(m.group(1), []).append(f.group(2).rstrip(","))
+                        flat = False
+                    else:
+                        fields[f.group(1)] = f.group(2).rstrip(",")
             structs[m.group(1)] = fields
         for m in re.finditer(
             r"#\[serde\(rename_all = \"lowercase\"\)\]\s*pub enum (\w+)\s*\{(.*?)\n\}", text, re.S
         ):
             variants = re.findall(r"^\s*(\w+),", m.group(2), re.M)
             enums[m.group(1)] = [v.lower() for v in variants]
+    for name, inner in flattened.items():
+        for t in inner:
+            structs[name].update(structs.get(t, {}))
     return structs, enums
 
 
 def config_schema(repo: Path):
-    structs, enums = rust_structs(sorted((repo / "learner" / "src").glob("*.rs")))
+    """The learner's config structs. A run config's algorithm sections (`[ppo]`,
+    `[sac]`, ...) are the algorithms of common/src/algorithms.rs, each read by its
+    module learner/src/algo/<name>.rs into the struct of its `ctx.section()`."""
+    paths = sorted((repo / "learner" / "src").rglob("*.rs")) + [repo / "common" / "src" / "reward.rs"]
+    structs, enums = rust_structs(paths)
     if "RunConfig" not in structs or not structs["RunConfig"]:
         raise SystemExit("check_manifests.py: cannot read RunConfig from learner/src/config.rs")
+    listing = (repo / "common" / "src" / "algorithms.rs").read_text()
+    m = re.search(r"\$m!\s*\{(.*?)\}", listing, re.S)
+    if not m:
+        raise SystemExit("check_manifests.py: cannot read the list of algorithms in common/src/algorithms.rs")
+    structs["RunConfig"].pop("sections", None)
+    for name in re.findall(r"(\w+),", m.group(1)):
+        module = (repo / "learner" / "src" / "algo" / f"{name}.rs").read_text()
+        s = re.search(r"let cfg: (\w+) = ctx\.section\(\)", module)
+        if not s or s.group(1) not in structs:
+            raise SystemExit(f"check_manifests.py: cannot find the config struct of {name} in learner/src/algo/{name}.rs")
+        structs["RunConfig"][name] = s.group(1)
     return structs, enums
 
 

@@ -29,6 +29,7 @@ pub struct RunConfig {
     pub eval: EvalConfig,
     pub reward: RewardConfig,
     pub checkpoint: CheckpointSection,
+    pub tracking: TrackingSection,
     /// The algorithm's section, by algorithm name (at most the run's own).
     #[serde(flatten)]
     pub sections: Table,
@@ -46,6 +47,7 @@ impl Default for RunConfig {
             eval: EvalConfig::default(),
             reward: RewardConfig::default(),
             checkpoint: CheckpointSection::default(),
+            tracking: TrackingSection::default(),
             sections: Table::new(),
         }
     }
@@ -94,6 +96,20 @@ impl RunConfig {
             Some(toml::Value::Table(t)) => t.clone(),
             _ => Table::new(),
         }
+    }
+}
+
+/// Where a run is mirrored while it trains, besides its directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackingSection {
+    /// Write TensorBoard event files into the run directory.
+    pub tensorboard: bool,
+}
+
+impl Default for TrackingSection {
+    fn default() -> Self {
+        TrackingSection { tensorboard: true }
     }
 }
 

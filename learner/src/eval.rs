@@ -57,6 +57,9 @@ pub struct EvalResult {
     pub return_mean: f64,
     pub length_mean: f64,
     pub episodes: usize,
+    /// Every episode's return and length, in env order.
+    pub returns: Vec<f32>,
+    pub lengths: Vec<u32>,
     /// The weights evaluated, for the best checkpoint.
     pub weights: Bytes,
 }
@@ -240,6 +243,8 @@ impl EvalTracker {
                 "eval_return_mean": r.return_mean,
                 "eval_length_mean": r.length_mean,
                 "eval_episodes": r.episodes,
+                "eval_returns": r.returns,
+                "eval_lengths": r.lengths,
             });
             let info = serde_json::to_vec_pretty(&info)?;
             store
@@ -328,6 +333,8 @@ fn evaluate(
         return_mean: finished.iter().map(|e| f64::from(e.0)).sum::<f64>() / k,
         length_mean: finished.iter().map(|e| f64::from(e.1)).sum::<f64>() / k,
         episodes: finished.len(),
+        returns: finished.iter().map(|e| e.0).collect(),
+        lengths: finished.iter().map(|e| e.1).collect(),
         weights: job.weights.clone(),
     })
 }

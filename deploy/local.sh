@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Trains on this machine: one learner and N actors.
 #
-#   deploy/local.sh [--actors N] [--config FILE] [key=value ...]
+#   deploy/local.sh [--actors N] [--config FILE] [--seeds K] [key=value ...]
 #
 # Defaults: 2 actors, configs/ppo_procgen.toml (PPO on procgen:starpilot, easy).
 # key=value pairs override the config (ppo.lr=3e-4 env.id=procgen:bigfish ...).
+# --seeds K trains the same config K times, one after the other, on run.seed 1..K,
+# as runs NAME-seed1 .. NAME-seedK of the group NAME (run.group), to compare with
+# `volley-runs compare NAME`.
 # Installs the native stack if missing, builds in release, starts everything, prints
 # the run directory and the metrics addresses, and on Ctrl-C or SIGTERM stops every
 # process it started. Environment: VOLLEY_PORT (gRPC, default 50051) and
@@ -16,14 +19,17 @@ cd "$root"
 
 actors=2
 config=configs/ppo_procgen.toml
+seeds=""
 overrides=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --actors) actors="${2:?--actors needs a number}"; shift 2 ;;
     --actors=*) actors="${1#*=}"; shift ;;
+    --seeds) seeds="${2:?--seeds needs a number}"; shift 2 ;;
+    --seeds=*) seeds="${1#*=}"; shift ;;
     --config) config="${2:?--config needs a file}"; shift 2 ;;
     --config=*) config="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *=*) overrides+=("$1"); shift ;;
     *) echo "deploy/local.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -34,14 +40,32 @@ case "$actors" in ''|*[!0-9]*) echo "deploy/local.sh: --actors must be a number,
 port="${VOLLEY_PORT:-50051}"
 metrics_port="${VOLLEY_METRICS_PORT:-9100}"
 
-deploy/setup.sh
-echo "local: building volley in release mode"
-cargo build --release -q -p volley-learner -p volley-actor
+if [ -z "${VOLLEY_LOCAL_BUILT:-}" ]; then
+  deploy/setup.sh
+  echo "local: building volley in release mode"
+  cargo build --release -q -p volley-learner -p volley-actor
+fi
 
 run_name=""
 for o in "${overrides[@]+"${overrides[@]}"}"; do
   case "$o" in run.name=*) run_name="${o#run.name=}" ;; esac
 done
+if [ -n "$seeds" ]; then
+  case "$seeds" in ''|*[!0-9]*|0) echo "deploy/local.sh: --seeds must be a number of at least 1, got '$seeds'" >&2; exit 2 ;; esac
+  group="${run_name:-$(basename "$config" .toml)-$(date +%Y%m%d-%H%M%S)}"
+  rest=()
+  for o in "${overrides[@]+"${overrides[@]}"}"; do
+    case "$o" in run.name=*|run.seed=*|run.group=*) ;; *) rest+=("$o") ;; esac
+  done
+  trap 'echo; echo "local: stopped the seed group $group"; exit 130' INT TERM
+  for s in $(seq 1 "$seeds"); do
+    echo "local: seed $s of $seeds: run $group-seed$s (group $group)"
+    VOLLEY_LOCAL_BUILT=1 "$0" --actors "$actors" --config "$config" "${rest[@]+"${rest[@]}"}" \
+      "run.seed=$s" "run.name=$group-seed$s" "run.group=$group" || exit $?
+  done
+  echo "local: group $group done: $seeds runs; compare them with: target/release/volley-runs compare $group"
+  exit 0
+fi
 if [ -z "$run_name" ]; then
   run_name="$(basename "$config" .toml)-$(date +%Y%m%d-%H%M%S)"
   overrides+=("run.name=$run_name")

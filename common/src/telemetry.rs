@@ -49,6 +49,11 @@ pub const RUN_INFO: &str = "volley_run_info";
 pub const LEARNER_MEMORY: &str = "volley_learner_memory_bytes";
 // Actor inference.
 pub const INFERENCE_LATENCY: &str = "volley_inference_latency_seconds";
+// Learner: the live mirror of the run to an MLflow tracking server.
+pub const MLFLOW_SENT: &str = "volley_mlflow_sent_total";
+pub const MLFLOW_ERRORS: &str = "volley_mlflow_errors_total";
+pub const MLFLOW_DROPPED: &str = "volley_mlflow_dropped_total";
+pub const MLFLOW_PENDING: &str = "volley_mlflow_pending";
 
 /// Registers the description and unit of every metric, so `/metrics` explains itself.
 pub fn describe_all() {
@@ -162,6 +167,25 @@ pub fn describe_all() {
         LEARNER_MEMORY,
         Unit::Bytes,
         "learner memory by kind: rss (process), gpu_used and gpu_total (its CUDA device)"
+    );
+    describe_counter!(
+        MLFLOW_SENT,
+        Unit::Count,
+        "metric values sent to the MLflow tracking server"
+    );
+    describe_counter!(
+        MLFLOW_ERRORS,
+        Unit::Count,
+        "failed requests to the MLflow tracking server (each retried)"
+    );
+    describe_counter!(
+        MLFLOW_DROPPED,
+        Unit::Count,
+        "metric values never sent to MLflow because the mirror fell too far behind"
+    );
+    describe_gauge!(
+        MLFLOW_PENDING,
+        "metric values waiting to be sent to the MLflow tracking server"
     );
 }
 

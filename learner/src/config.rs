@@ -105,11 +105,33 @@ impl RunConfig {
 pub struct TrackingSection {
     /// Write TensorBoard event files into the run directory.
     pub tensorboard: bool,
+    /// The MLflow tracking server the run is mirrored to (`http://host:5000`); empty
+    /// for none. `MLFLOW_TRACKING_URI` is used when this is empty.
+    pub mlflow_uri: String,
+    /// The MLflow experiment the run goes into (created if missing).
+    pub mlflow_experiment: String,
 }
 
 impl Default for TrackingSection {
     fn default() -> Self {
-        TrackingSection { tensorboard: true }
+        TrackingSection {
+            tensorboard: true,
+            mlflow_uri: String::new(),
+            mlflow_experiment: "volley".into(),
+        }
+    }
+}
+
+impl TrackingSection {
+    /// The tracking server to mirror to: `mlflow_uri`, else `MLFLOW_TRACKING_URI`.
+    pub fn mlflow(&self) -> Option<String> {
+        let uri = if self.mlflow_uri.is_empty() {
+            std::env::var("MLFLOW_TRACKING_URI").unwrap_or_default()
+        } else {
+            self.mlflow_uri.clone()
+        };
+        let uri = uri.trim().to_string();
+        (!uri.is_empty()).then_some(uri)
     }
 }
 
@@ -138,8 +160,12 @@ impl Default for CheckpointSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunSection {
-    /// Run id; empty: `<algorithm>-<env>-<timestamp>`.
+    /// The run's name, also its directory's; empty: `<algorithm>-<env>-<yyyymmdd-hhmmss>`.
+    /// Each run also gets a unique id (`run.json`).
     pub name: String,
+    /// The seed group the run belongs to (`deploy/local.sh --seeds N` sets it), so its
+    /// runs can be compared as one; empty: none.
+    pub group: String,
     /// Parent folder of run directories.
     pub dir: String,
     pub seed: u64,
@@ -157,6 +183,7 @@ impl Default for RunSection {
     fn default() -> Self {
         RunSection {
             name: String::new(),
+            group: String::new(),
             dir: "runs".into(),
             seed: 1,
             total_steps: 25_000_000,

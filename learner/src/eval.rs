@@ -177,6 +177,8 @@ pub struct EvalTracker {
     evaluator: Option<Evaluator>,
     last: Option<EvalResult>,
     best: Option<f64>,
+    /// The best evaluation's score, steps and version, for the run's record.
+    best_record: Option<crate::runs::Best>,
 }
 
 impl EvalTracker {
@@ -187,6 +189,11 @@ impl EvalTracker {
     /// The best evaluation so far (restored from `checkpoints/best` on resume).
     pub fn best(&self) -> Option<f64> {
         self.best
+    }
+
+    /// The best evaluation as the run's record keeps it.
+    pub fn best_record(&self) -> Option<crate::runs::Best> {
+        self.best_record.clone()
     }
 
     /// Continues from the best checkpoint of a resumed run: a later evaluation must
@@ -200,6 +207,11 @@ impl EvalTracker {
             None => serde_json::Value::Null,
         };
         self.best = info["eval_return_mean"].as_f64();
+        self.best_record = self.best.map(|b| crate::runs::Best {
+            eval_return_mean: b,
+            steps: info["steps"].as_u64().unwrap_or(0),
+            weights_version: info["weights_version"].as_u64().unwrap_or(0),
+        });
         Ok(())
     }
 
@@ -237,6 +249,11 @@ impl EvalTracker {
         metrics::gauge!(volley_common::telemetry::EVAL_LENGTH).set(r.length_mean);
         if self.best.is_none_or(|b| r.return_mean > b) {
             self.best = Some(r.return_mean);
+            self.best_record = Some(crate::runs::Best {
+                eval_return_mean: r.return_mean,
+                steps: r.steps,
+                weights_version: r.version,
+            });
             let info = serde_json::json!({
                 "weights_version": r.version,
                 "steps": r.steps,

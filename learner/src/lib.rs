@@ -12,7 +12,9 @@
 //! - [`rollout`], [`normalize`]: the on-policy data source (GAE, reward statistic);
 //! - [`replay`]: the replay data source;
 //! - [`eval`]: greedy evaluation on its own thread, feeding the best checkpoint;
-//! - [`config`]: the run config; [`rundir`], [`checkpoint`]: the run directory.
+//! - [`config`]: the run config; [`rundir`], [`checkpoint`]: the run directory;
+//!   [`runs`]: run records (`run.json`), finding runs by id or name;
+//! - [`mlflow`]: the run mirrored to an MLflow tracking server.
 
 pub use volley_common::env;
 
@@ -21,10 +23,12 @@ pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod memory;
+pub mod mlflow;
 pub mod normalize;
 pub mod replay;
 pub mod rollout;
 pub mod rundir;
+pub mod runs;
 pub mod server;
 pub mod training;
 pub mod validate;

@@ -18,7 +18,9 @@ use volley_learner::algo::{self, BuildContext};
 use volley_learner::checkpoint;
 use volley_learner::config::RunConfig;
 use volley_learner::eval::Evaluator;
+use volley_learner::mlflow::Mirror;
 use volley_learner::rundir::RunDir;
+use volley_learner::runs::{self, file_safe, timestamp, Record, Recorder, RunStatus};
 use volley_learner::server::{self, RunInfo, ServerOptions, VolleyService};
 use volley_learner::training::{ObsLayout, Status, Training};
 use volley_learner::validate::ActionSpec;
@@ -66,30 +68,13 @@ fn resolve_device(want: &str) -> Result<Device> {
     }
 }
 
-fn run_id(cfg: &RunConfig) -> String {
+/// The run's name: `run.name`, or `<algorithm>-<env>-<yyyymmdd-hhmmss>`.
+fn run_name(cfg: &RunConfig) -> String {
     if !cfg.run.name.is_empty() {
         return cfg.run.name.clone();
     }
-    let env: String = cfg
-        .env
-        .id
-        .split('?')
-        .next()
-        .unwrap_or("env")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!("{}-{env}-{secs}", cfg.algorithm)
+    let env = file_safe(cfg.env.id.split('?').next().unwrap_or("env"));
+    format!("{}-{env}-{}", cfg.algorithm, timestamp(runs::now()))
 }
 
 /// What `Register` tells actors: the run's env, rollout settings, algorithm and model.
@@ -305,13 +290,24 @@ fn run(cli: Cli) -> Result<()> {
     volley_common::telemetry::install_exporter(metrics_addr).map_err(anyhow::Error::msg)?;
     let run_dir = match existing_dir {
         Some(d) => RunDir::open(d)?,
-        None => RunDir::create(Path::new(&cfg.run.dir), &run_id(&cfg), &cfg)?,
+        None => {
+            let record = Record::new(
+                &run_name(&cfg),
+                &cfg.run.group,
+                &cfg.algorithm,
+                &cfg.env.id,
+                cfg.run.seed,
+            );
+            RunDir::create(Path::new(&cfg.run.dir), record, &cfg)?
+        }
     };
-    let run_name = run_dir
-        .path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let recorder = run_dir.recorder();
+    let (run_name, run_id) = {
+        let r = recorder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (r.record().name.clone(), r.record().id.clone())
+    };
     let info = run_info(&cfg, &run_name, &recipe, fields, &obs_space, &act_space)?;
 
     let (chunk_tx, chunk_rx) = mpsc::channel(cfg.learner.queue_chunks);
@@ -342,9 +338,41 @@ fn run(cli: Cli) -> Result<()> {
     if cfg.eval.every_updates > 0 {
         training.set_evaluator(Evaluator::start(&env_id, &recipe, &cfg.eval)?);
     }
+    let mlflow = match cfg.tracking.mlflow() {
+        Some(uri) => {
+            let record = recorder
+                .lock()
+                .map(|r| r.record().clone())
+                .unwrap_or_else(|p| p.into_inner().record().clone());
+            let rec = Arc::clone(&recorder);
+            let mirror = Mirror::start(
+                &uri,
+                &cfg.tracking.mlflow_experiment,
+                &record,
+                &toml::Table::try_from(&cfg)?,
+                move |id| {
+                    if let Ok(mut r) = rec.lock() {
+                        if let Err(e) = r.set_mlflow_run(id) {
+                            volley_common::say!(
+                                "volley-learner: cannot write the run record: {e:#}"
+                            );
+                        }
+                    }
+                },
+            )?;
+            training.set_mlflow(mirror.lines());
+            volley_common::say!(
+                "volley-learner: mirroring the run to MLflow at {uri} (experiment {})",
+                cfg.tracking.mlflow_experiment
+            );
+            Some(mirror)
+        }
+        None => None,
+    };
     volley_common::say!(
-        "volley-learner: run {} in {} | {} on {} | device {:?} | grpc {} | metrics http://{}/metrics",
+        "volley-learner: run {} (id {}) in {} | {} on {} | device {:?} | grpc {} | metrics http://{}/metrics",
         run_name,
+        run_id,
         dir_shown,
         cfg.algorithm,
         env_id,
@@ -405,14 +433,63 @@ fn run(cli: Cli) -> Result<()> {
         .context("the gRPC server failed")
     });
     stop.store(true, Ordering::SeqCst);
-    let trained = training.join().map_err(|payload| {
-        anyhow::anyhow!("the training thread panicked: {}", panic_message(&*payload))
-    })?;
+    let trained = training
+        .join()
+        .map_err(|payload| {
+            anyhow::anyhow!("the training thread panicked: {}", panic_message(&*payload))
+        })
+        .and_then(|r| r.context("training failed"));
     let _ = status_line.join();
     let _ = memory.join();
     rt.shutdown_timeout(Duration::from_secs(2));
-    served?;
-    trained.context("training failed")
+    let outcome = served.and(trained);
+    let status = finish(&recorder, &dir_shown, cfg.run.total_steps, &outcome);
+    if let Some(m) = mlflow {
+        m.finish(
+            volley_learner::mlflow::status_of(status),
+            volley_learner::mlflow::artifacts_of(Path::new(&dir_shown)),
+            MLFLOW_FINISH,
+        );
+    }
+    outcome
+}
+
+/// How long the MLflow mirror gets at the end for the rest of the metrics, the
+/// artifacts and the status.
+const MLFLOW_FINISH: Duration = Duration::from_secs(30);
+
+/// Writes how the session ended into the run's record, and says it with where the
+/// best checkpoint is; returns the status.
+fn finish(recorder: &Mutex<Recorder>, dir: &str, total: u64, outcome: &Result<()>) -> RunStatus {
+    let mut rec = recorder
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let steps = rec.record().steps;
+    let (status, error) = match outcome {
+        Ok(()) if total > 0 && steps >= total => (RunStatus::Finished, None),
+        Ok(()) => (RunStatus::Stopped, None),
+        Err(e) => (RunStatus::Failed, Some(format!("{e:#}"))),
+    };
+    if let Err(e) = rec.end(status, error) {
+        volley_common::say!("volley-learner: cannot write the run record: {e:#}");
+    }
+    let r = rec.record();
+    let best = match &r.best {
+        Some(b) => format!(
+            "best checkpoint {dir}/checkpoints/best (eval return {:.3} at {} env steps)",
+            b.eval_return_mean, b.steps
+        ),
+        None => "no evaluation yet".into(),
+    };
+    volley_common::say!(
+        "volley-learner: run {} (id {}) {} after {} env steps, {:.0} s; {best}",
+        r.name,
+        r.id,
+        status.name(),
+        r.steps,
+        r.wall_seconds
+    );
+    status
 }
 
 /// Prints the status line every `every` seconds until `stop`: on a terminal it

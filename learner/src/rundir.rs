@@ -1,24 +1,30 @@
-//! The run directory `runs/<run-id>/`: the resolved config, `metrics.jsonl` (one
-//! line per update) and `checkpoints/`.
+//! The run directory `runs/<run-id>/`: the resolved config, the run's record
+//! `run.json` (`runs.rs`), `metrics.jsonl` (one line per update) and `checkpoints/`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 
 use crate::config::RunConfig;
+use crate::runs::{Record, Recorder};
 
 #[derive(Debug)]
 pub struct RunDir {
     pub path: PathBuf,
     metrics: BufWriter<File>,
+    /// The run's record, shared with whoever reports on the run (the end of `main`,
+    /// the MLflow mirror).
+    recorder: Arc<Mutex<Recorder>>,
 }
 
 impl RunDir {
-    /// Creates `parent/id/` (it must not exist yet) and writes the resolved config.
-    pub fn create(parent: &Path, id: &str, cfg: &RunConfig) -> Result<RunDir> {
-        let path = parent.join(id);
+    /// Creates `parent/<record.name>/` (it must not exist yet) and writes the resolved
+    /// config and the record.
+    pub fn create(parent: &Path, record: Record, cfg: &RunConfig) -> Result<RunDir> {
+        let path = parent.join(&record.name);
         if path.exists() {
             anyhow::bail!(
                 "run directory {} already exists: pick another run.name, or continue it with --resume {}",
@@ -34,11 +40,19 @@ impl RunDir {
         let text = toml::to_string_pretty(&saved).context("cannot encode the resolved config")?;
         fs::write(path.join("config.toml"), text)
             .with_context(|| format!("cannot write {}/config.toml", path.display()))?;
-        Self::open(path)
+        let recorder = Recorder::start(&path, record, false)?;
+        Self::with(path, recorder)
     }
 
-    /// Opens an existing run directory (for `--resume`), appending to its metrics log.
+    /// Opens an existing run directory (for `--resume`): a new session of its record,
+    /// appending to its metrics log.
     pub fn open(path: PathBuf) -> Result<RunDir> {
+        let found = crate::runs::read_run(&path)?;
+        let recorder = Recorder::start(&path, found.record, true)?;
+        Self::with(path, recorder)
+    }
+
+    fn with(path: PathBuf, recorder: Recorder) -> Result<RunDir> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -47,7 +61,13 @@ impl RunDir {
         Ok(RunDir {
             path,
             metrics: BufWriter::new(file),
+            recorder: Arc::new(Mutex::new(recorder)),
         })
+    }
+
+    /// The run's record (`run.json`).
+    pub fn recorder(&self) -> Arc<Mutex<Recorder>> {
+        Arc::clone(&self.recorder)
     }
 
     /// The resolved config of an existing run.

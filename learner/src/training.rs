@@ -125,6 +125,8 @@ pub struct Training {
     last_log: (Instant, u64, u64),
     /// Receives with a timeout, so a stop is seen without a chunk.
     rt: tokio::runtime::Runtime,
+    /// The live MLflow mirror's handle, when `tracking.mlflow_uri` names a server.
+    mlflow: Option<crate::mlflow::Lines>,
 }
 
 impl std::fmt::Debug for Training {
@@ -197,12 +199,18 @@ impl Training {
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .build()?,
+            mlflow: None,
         })
     }
 
     /// Evaluates published versions with `evaluator`.
     pub fn set_evaluator(&mut self, evaluator: Evaluator) {
         self.eval.set_evaluator(evaluator);
+    }
+
+    /// Mirrors every metrics line to MLflow through `lines` (never waiting on it).
+    pub fn set_mlflow(&mut self, lines: crate::mlflow::Lines) {
+        self.mlflow = Some(lines);
     }
 
     pub fn counters(&self) -> Counters {
@@ -495,6 +503,12 @@ impl Training {
             line[k] = v;
         }
         self.run_dir.append_metrics(&line)?;
+        if let Some(m) = &self.mlflow {
+            m.log_line(&line);
+        }
+        if let Ok(mut r) = self.run_dir.recorder().lock() {
+            r.progress(self.counters.steps, self.eval.best_record())?;
+        }
         if let Ok(mut s) = self.status.lock() {
             s.steps = self.counters.steps;
             s.fps = fps;
@@ -505,8 +519,12 @@ impl Training {
         Ok(())
     }
 
-    /// Writes a checkpoint of everything a resume needs.
+    /// Writes a checkpoint of everything a resume needs (and the run's record).
     fn checkpoint(&self) -> Result<()> {
+        if let Ok(mut r) = self.run_dir.recorder().lock() {
+            r.progress(self.counters.steps, self.eval.best_record())?;
+            r.flush()?;
+        }
         let mut training = TrainingState::new(&self.cfg.algorithm, self.counters);
         let replay_bytes;
         let mut replay = None;

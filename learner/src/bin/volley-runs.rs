@@ -1,0 +1,360 @@
+//! `volley-runs`: the runs of a folder (`runs/` by default), as users look for them:
+//! list them, show one, find one's directory, plot and compare them.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use volley_learner::runs::{self, FoundRun};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "volley-runs",
+    version,
+    about = "volley's runs: list, show, find, plot and compare them"
+)]
+struct Cli {
+    /// The folder of runs (a run.dir).
+    #[arg(long, global = true, default_value = "runs")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One line per run: id, name, algorithm, env, status, steps, best evaluation,
+    /// wall time, seed and group; oldest first. Runs still going are read as they are.
+    List {
+        /// One JSON object per run, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A run's record, config, last metrics line and checkpoints.
+    Show {
+        /// Its id, name, a prefix of either, or its directory.
+        run: String,
+        /// The record, last metrics line and checkpoints as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints a run's directory (for scripts: `cd $(volley-runs find ppo-cart)`).
+    Find {
+        /// Its id, name, a prefix of either, or its directory.
+        run: String,
+    },
+    /// Sends a finished run to an MLflow tracking server after the fact: params, tags,
+    /// every metrics line, artifacts and status. Completes the MLflow run its record
+    /// names (sending only what that run lacks), or makes a new one; prints its id.
+    MlflowExport {
+        /// Its id, name, a prefix of either, or its directory.
+        run: String,
+        /// The tracking server (`http://host:5000`).
+        #[arg(long, env = "MLFLOW_TRACKING_URI")]
+        uri: String,
+        /// The experiment (created if missing).
+        #[arg(long, default_value = "volley")]
+        experiment: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            volley_common::say!("volley-runs: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut out = String::new();
+    match cli.command {
+        Command::List { json } => list(&cli.dir, json, &mut out)?,
+        Command::Show { run, json } => show(&runs::resolve(&cli.dir, &run)?, json, &mut out)?,
+        Command::Find { run } => {
+            out = format!("{}\n", runs::resolve(&cli.dir, &run)?.dir.display());
+        }
+        Command::MlflowExport {
+            run,
+            uri,
+            experiment,
+        } => {
+            let found = runs::resolve(&cli.dir, &run)?;
+            let path = found.dir.join("config.toml");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let table: toml::Table = text
+                .parse()
+                .with_context(|| format!("{} is not TOML", path.display()))?;
+            let done = volley_learner::mlflow::export(
+                &uri,
+                &experiment,
+                &found.dir,
+                &found.record,
+                &table,
+            )
+            .with_context(|| format!("exporting run {} to {uri}", found.record.name))?;
+            if done.created {
+                // The record names its MLflow run, so a second export completes it.
+                let mut record = found.record.clone();
+                record.mlflow_run_id = Some(done.run_id.clone());
+                record.write(&found.dir)?;
+            }
+            volley_common::say!(
+                "volley-runs: run {} (id {}) is MLflow run {} at {uri} ({}; {} metric values sent, {} artifacts)",
+                found.record.name,
+                found.record.id,
+                done.run_id,
+                if done.created { format!("new, in experiment {experiment}") } else { "completed".to_string() },
+                done.sent,
+                done.artifacts
+            );
+            out = format!("{}\n", done.run_id);
+        }
+    }
+    emit(&out)
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `println!` into the output buffer.
+macro_rules! outln {
+    ($out:expr) => { $out.push('\n') };
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+/// `1h02m`, `3m05s`, `12s`.
+fn duration(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec:02}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
+    }
+}
+
+/// `1.25M`, `40.0k`, `512`.
+fn count(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000 => format!("{:.2}M", n as f64 / 1e6),
+        n if n >= 10_000 => format!("{:.1}k", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+fn list(dir: &Path, json: bool, out: &mut String) -> Result<()> {
+    let (found, skipped) = runs::find_runs(dir)?;
+    if json {
+        for r in &found {
+            let mut v = serde_json::to_value(&r.record)?;
+            v["status"] = r.record.status_now().name().into();
+            v["dir"] = r.dir.display().to_string().into();
+            outln!(out, "{}", serde_json::to_string(&v)?);
+        }
+    } else {
+        let rows: Vec<[String; 10]> = found
+            .iter()
+            .map(|r| {
+                let rec = &r.record;
+                [
+                    if rec.id.is_empty() {
+                        "-".into()
+                    } else {
+                        rec.id.clone()
+                    },
+                    rec.name.clone(),
+                    rec.algorithm.clone(),
+                    rec.env.clone(),
+                    rec.status_now().name().to_string(),
+                    count(rec.steps),
+                    rec.best
+                        .as_ref()
+                        .map_or("-".into(), |b| format!("{:.3}", b.eval_return_mean)),
+                    duration(rec.wall_seconds),
+                    rec.seed.to_string(),
+                    if rec.group.is_empty() {
+                        "-".into()
+                    } else {
+                        rec.group.clone()
+                    },
+                ]
+            })
+            .collect();
+        let head = [
+            "id",
+            "name",
+            "algorithm",
+            "env",
+            "status",
+            "steps",
+            "best",
+            "wall",
+            "seed",
+            "group",
+        ];
+        let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
+        for row in &rows {
+            for (w, c) in width.iter_mut().zip(row) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>| {
+            cells
+                .iter()
+                .zip(&width)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        };
+        outln!(out, "{}", line(head.to_vec()));
+        for row in &rows {
+            outln!(out, "{}", line(row.iter().map(String::as_str).collect()));
+        }
+        if found.is_empty() {
+            outln!(out, "(no runs in {})", dir.display());
+        }
+    }
+    for s in skipped {
+        volley_common::say!("volley-runs: skipped {s}");
+    }
+    Ok(())
+}
+
+/// The last line of the run's metrics.jsonl that parses.
+fn last_metrics(dir: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).ok()?;
+    text.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+}
+
+/// The run's checkpoints: the update folders (oldest first), the one `latest` names,
+/// and the best checkpoint's eval.json.
+fn checkpoints(dir: &Path) -> (Vec<String>, Option<String>, Option<serde_json::Value>) {
+    let ck = dir.join("checkpoints");
+    let mut updates: Vec<String> = std::fs::read_dir(&ck)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with("update-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    updates.sort_by_key(|n| n.trim_start_matches("update-").parse::<u64>().unwrap_or(0));
+    let latest = std::fs::read_to_string(ck.join("latest"))
+        .ok()
+        .map(|s| s.trim().to_string());
+    let best = std::fs::read(ck.join("best").join("eval.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    (updates, latest, best)
+}
+
+fn show(run: &FoundRun, json: bool, out: &mut String) -> Result<()> {
+    let rec = &run.record;
+    let last = last_metrics(&run.dir);
+    let (updates, latest, best) = checkpoints(&run.dir);
+    if json {
+        let mut v = serde_json::to_value(rec)?;
+        v["status"] = rec.status_now().name().into();
+        v["dir"] = run.dir.display().to_string().into();
+        v["last_metrics"] = last.unwrap_or_default();
+        v["checkpoints"] = serde_json::json!({"updates": updates, "latest": latest, "best": best});
+        outln!(out, "{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    outln!(out, "run       {} (id {})", rec.name, rec.id);
+    outln!(out, "dir       {}", run.dir.display());
+    outln!(out, "status    {}", rec.status_now().name());
+    if let Some(e) = &rec.error {
+        outln!(out, "error     {e}");
+    }
+    outln!(
+        out,
+        "algorithm {} on {}, seed {}",
+        rec.algorithm,
+        rec.env,
+        rec.seed
+    );
+    if !rec.group.is_empty() {
+        outln!(out, "group     {}", rec.group);
+    }
+    outln!(
+        out,
+        "progress  {} env steps, {} of training over {} session(s), started {} UTC on {}",
+        rec.steps,
+        duration(rec.wall_seconds),
+        rec.sessions,
+        runs::timestamp(rec.started),
+        if rec.host.is_empty() { "?" } else { &rec.host }
+    );
+    if let Some(m) = &rec.mlflow_run_id {
+        outln!(out, "mlflow    run {m}");
+    }
+    outln!(out);
+    outln!(
+        out,
+        "checkpoints ({}):",
+        run.dir.join("checkpoints").display()
+    );
+    outln!(out, "  latest  {}", latest.as_deref().unwrap_or("-"));
+    outln!(
+        out,
+        "  kept    {}",
+        if updates.is_empty() {
+            "-".into()
+        } else {
+            updates.join(", ")
+        }
+    );
+    match &best {
+        Some(b) => outln!(
+            out,
+            "  best    eval return {} over {} episodes at {} env steps (weights v{})",
+            b["eval_return_mean"],
+            b["eval_episodes"],
+            b["steps"],
+            b["weights_version"]
+        ),
+        None => outln!(out, "  best    -"),
+    }
+    outln!(out);
+    outln!(out, "last metrics line:");
+    match last {
+        Some(serde_json::Value::Object(map)) => {
+            for (k, v) in map {
+                if !v.is_null() {
+                    outln!(out, "  {k:<24} {v}");
+                }
+            }
+        }
+        _ => outln!(out, "  -"),
+    }
+    outln!(out);
+    outln!(out, "config ({}):", run.dir.join("config.toml").display());
+    let config = std::fs::read_to_string(run.dir.join("config.toml"))
+        .with_context(|| format!("cannot read {}/config.toml", run.dir.display()))?;
+    for l in config.lines() {
+        outln!(out, "  {l}");
+    }
+    Ok(())
+}

@@ -6,6 +6,8 @@
 #                           alert expression must return series; an alert fires
 #   tests/mlflow.sh         a real mlflow server gets runs live; one killed mid-run
 #                           costs the run nothing; after-the-fact export completes it
+#   tests/tensorboard.sh    TensorBoard reads a short run's event files back; every
+#                           tag's steps and values must equal metrics.jsonl's
 #   tests/multihost.sh      learner and actors in separate network namespaces, started
 #                           by deploy/hosts.sh; a cut link, a reconnect (needs root)
 #   tests/k8s.sh            Kustomize output validated against Kubernetes schemas, the
@@ -21,7 +23,7 @@ cargo build --workspace --release --bins
 cargo test --workspace --release "$@"
 
 failed=()
-for t in tests/observability.sh tests/mlflow.sh tests/multihost.sh tests/k8s.sh; do
+for t in tests/observability.sh tests/tensorboard.sh tests/mlflow.sh tests/multihost.sh tests/k8s.sh; do
   echo "test.sh: running $t"
   bash "$t" || failed+=("$t")
 done

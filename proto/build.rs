@@ -1,4 +1,5 @@
-//! Generates the prost messages and the tonic client and server of `volley.v1`.
+//! Generates the prost messages and the tonic client and server of `volley.v1`, and
+//! the prost messages of TensorBoard's event files (`tensorboard`).
 
 use std::io;
 
@@ -11,5 +12,11 @@ fn main() -> io::Result<()> {
         // Tensor and weight payloads decode as `bytes::Bytes` views of the receive
         // buffer instead of fresh `Vec<u8>` copies.
         .bytes(".volley.v1")
-        .compile_protos(&["proto/volley/v1/volley.proto"], &["proto"])
+        .compile_protos(
+            &[
+                "proto/volley/v1/volley.proto",
+                "proto/tensorboard/event.proto",
+            ],
+            &["proto"],
+        )
 }

@@ -14,7 +14,8 @@
 //! - [`eval`]: greedy evaluation on its own thread, feeding the best checkpoint;
 //! - [`config`]: the run config; [`rundir`], [`checkpoint`]: the run directory;
 //!   [`runs`]: run records (`run.json`), finding runs by id or name;
-//! - [`mlflow`]: the run mirrored to an MLflow tracking server.
+//! - [`mlflow`]: the run mirrored to an MLflow tracking server;
+//! - [`tensorboard`]: the metrics lines as TensorBoard event files in the run directory.
 
 pub use volley_common::env;
 
@@ -30,5 +31,6 @@ pub mod rollout;
 pub mod rundir;
 pub mod runs;
 pub mod server;
+pub mod tensorboard;
 pub mod training;
 pub mod validate;

@@ -1,5 +1,7 @@
 //! The run directory `runs/<run-id>/`: the resolved config, the run's record
-//! `run.json` (`runs.rs`), `metrics.jsonl` (one line per update) and `checkpoints/`.
+//! `run.json` (`runs.rs`), `metrics.jsonl` (one line per update), `checkpoints/` and
+//! the TensorBoard event files `events.out.tfevents.*` (`tensorboard.rs`, one per
+//! learner process).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};

@@ -8,7 +8,9 @@
 //!   `batch_steps`) or the [`ReplayFeed`] (`replay_ratio` updates per env step
 //!   stored, run before the next chunk is taken);
 //! - episode statistics, the status line, one `metrics.jsonl` line and the metrics
-//!   of every round of updates;
+//!   of every round of updates, the line also as TensorBoard scalars when
+//!   `[tracking] tensorboard` is on ([`Mirror`]: a failure there is said once and
+//!   ends only the TensorBoard copy);
 //! - weight publishing (once per round: a new version), evaluation of every
 //!   `eval.every_updates`-th version and the best checkpoint;
 //! - checkpoints every `run.checkpoint_every` versions and at the end, and resuming
@@ -45,6 +47,7 @@ use crate::replay::ReplayFeed;
 use crate::rollout::{Ingested, Rollouts};
 use crate::rundir::RunDir;
 use crate::server::{publish_weights, WeightsSender};
+use crate::tensorboard::Mirror;
 use crate::validate::ValidChunk;
 
 /// What the console status line shows, shared with the status thread.
@@ -111,6 +114,8 @@ pub struct Training {
     feed: Feed,
     device: Device,
     run_dir: RunDir,
+    /// The metrics lines as TensorBoard scalars, in an event file of the run directory.
+    tensorboard: Mirror,
     store: CheckpointStore,
     weights_tx: WeightsSender,
     status: Arc<Mutex<Status>>,
@@ -180,6 +185,7 @@ impl Training {
             .collect();
         counter!(t::CHUNKS_DROPPED, "reason" => "policy_lag").increment(0);
         let store = CheckpointStore::new(run_dir.checkpoints(), cfg.checkpoint.keep);
+        let tensorboard = Mirror::open(&run_dir.path, cfg.tracking.tensorboard);
         let now = Instant::now();
         Ok(Training {
             cfg,
@@ -187,6 +193,7 @@ impl Training {
             feed,
             device,
             run_dir,
+            tensorboard,
             store,
             weights_tx,
             status,
@@ -503,6 +510,8 @@ impl Training {
             line[k] = v;
         }
         self.run_dir.append_metrics(&line)?;
+        // A key added to this line needs a rule in tensorboard.rs (a tag or none).
+        self.tensorboard.write_line(&line);
         if let Some(m) = &self.mlflow {
             m.log_line(&line);
         }

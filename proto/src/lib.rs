@@ -1,11 +1,13 @@
 //! volley-proto: the wire protocol between actors and the learner.
 //!
 //! Tensors travel as raw little-endian bytes with a dtype and a shape, never as
-//! repeated floats. This crate owns the `.proto` file, the code generated from it,
+//! repeated floats. This crate owns the `.proto` files, the code generated from them,
 //! the dtype table and the size checks every receiver runs before it trusts a tensor,
 //! and the one table that maps rejections to `tonic::Code`.
 //!
 //! - [`v1`]: the generated messages, client and server of `volley.v1` (re-exported here).
+//! - [`tensorboard`]: the generated messages of TensorBoard event files (the subset of
+//!   TensorFlow's `Event` and `Summary` the learner writes).
 //! - [`tensor`]: typed slices to wire tensors and back.
 //! - [`status`]: rejection reasons, their status codes and metric labels.
 
@@ -21,6 +23,18 @@ pub mod tensor;
 )]
 pub mod v1 {
     tonic::include_proto!("volley.v1");
+}
+
+/// The code generated from `proto/tensorboard/event.proto`: `Event`, `Summary` and
+/// `Value`, with TensorFlow's field numbers.
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations,
+    unused_qualifications
+)]
+pub mod tensorboard {
+    tonic::include_proto!("tensorboard");
 }
 
 pub use v1::volley_client::VolleyClient;

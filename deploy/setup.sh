@@ -8,6 +8,7 @@
 #   mujoco 3.17.0  (PyPI wheel)       libmujoco.so for mujoco-rs =7.0.0
 #   gymnasium 1.4.0 (PyPI wheel)      the MuJoCo v5 XML models
 #   system libraries (Debian packages) that libenv.so needs
+#   fonts-dejavu-core (Debian)        the plots' font, unless a DejaVuSans.ttf is here
 #
 # Idempotent: each step leaves a stamp and is skipped when it is there.
 # Environment: VOLLEY_SKIP_TORCH=1 skips torch (the env layer does not need it).
@@ -86,6 +87,15 @@ have_lib 'libgthread-2.0.so.0' || need_pkgs+=(libglib2.0-0)
 have_lib 'libz.so.1' || need_pkgs+=(zlib1g)
 have_lib 'libstdc++.so.6' || need_pkgs+=(libstdc++6)
 "$PY" -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
+# The plots draw their text with a TrueType font found at run time (learner/src/plot/font.rs).
+have_font() {
+  local d
+  for d in /usr/share/fonts /usr/local/share/fonts; do
+    [ -d "$d" ] && [ -n "$(find "$d" -name DejaVuSans.ttf -print -quit 2>/dev/null)" ] && return 0
+  done
+  return 1
+}
+have_font || need_pkgs+=(fonts-dejavu-core)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   sudo_cmd=""

@@ -15,7 +15,9 @@
 //! - [`config`]: the run config; [`rundir`], [`checkpoint`]: the run directory;
 //!   [`runs`]: run records (`run.json`), finding runs by id or name;
 //! - [`mlflow`]: the run mirrored to an MLflow tracking server;
-//! - [`tensorboard`]: the metrics lines as TensorBoard event files in the run directory.
+//! - [`tensorboard`]: the metrics lines as TensorBoard event files in the run directory;
+//! - [`plot`]: figures of run directories (learning curves, statistics, comparisons,
+//!   aggregates, the best checkpoint's evaluation) as PNG and SVG.
 
 pub use volley_common::env;
 
@@ -26,6 +28,7 @@ pub mod eval;
 pub mod memory;
 pub mod mlflow;
 pub mod normalize;
+pub mod plot;
 pub mod replay;
 pub mod rollout;
 pub mod rundir;

@@ -110,6 +110,32 @@ pub struct TrackingSection {
     pub mlflow_uri: String,
     /// The MLflow experiment the run goes into (created if missing).
     pub mlflow_experiment: String,
+    /// Draw the run's figures into `plots/` of its run directory while it trains and
+    /// at the end.
+    pub plots: bool,
+    /// Redraw them every this many evaluations (every 100 metrics lines when
+    /// evaluation is off).
+    pub plot_every_evals: u64,
+    /// Runs or seed groups (`run.group`) of `run.dir`, by id, name or group name,
+    /// drawn beside this run in `plots/compare` while it trains. One name may be
+    /// given as a plain string (`tracking.compare=ppo-base`).
+    #[serde(deserialize_with = "one_or_many")]
+    pub compare: Vec<String>,
+}
+
+/// A list of strings, or one string as a list of one.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) if s.is_empty() => Vec::new(),
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 impl Default for TrackingSection {
@@ -118,6 +144,9 @@ impl Default for TrackingSection {
             tensorboard: true,
             mlflow_uri: String::new(),
             mlflow_experiment: "volley".into(),
+            plots: true,
+            plot_every_evals: 5,
+            compare: Vec::new(),
         }
     }
 }
@@ -355,6 +384,16 @@ impl RunConfig {
                 "[{other}] configures {other}, but this run trains {}: remove the section or set algorithm = \"{other}\"",
                 self.algorithm
             ));
+        }
+        if self.tracking.plot_every_evals == 0 {
+            return Err("tracking.plot_every_evals must be at least 1".into());
+        }
+        if let Some(uri) = self.tracking.mlflow() {
+            if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+                return Err(format!(
+                    "tracking.mlflow_uri (or MLFLOW_TRACKING_URI) = '{uri}': expected the http:// or https:// address of an MLflow tracking server, like http://127.0.0.1:5000"
+                ));
+            }
         }
         if self.checkpoint.keep == 0 {
             return Err("checkpoint.keep must be at least 1".into());

@@ -14,7 +14,8 @@
 //! - [`eval`]: greedy evaluation on its own thread, feeding the best checkpoint;
 //! - [`config`]: the run config; [`rundir`], [`checkpoint`]: the run directory;
 //!   [`runs`]: run records (`run.json`), finding runs by id or name;
-//! - [`mlflow`]: the run mirrored to an MLflow tracking server;
+//! - [`mlflow`]: the run mirrored to an MLflow tracking server; [`figures`]: its
+//!   plots kept current while it trains;
 //! - [`tensorboard`]: the metrics lines as TensorBoard event files in the run directory;
 //! - [`plot`]: figures of run directories (learning curves, statistics, comparisons,
 //!   aggregates, the best checkpoint's evaluation) as PNG and SVG.
@@ -25,6 +26,7 @@ pub mod algo;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+pub mod figures;
 pub mod memory;
 pub mod mlflow;
 pub mod normalize;

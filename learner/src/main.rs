@@ -18,6 +18,7 @@ use volley_learner::algo::{self, BuildContext};
 use volley_learner::checkpoint;
 use volley_learner::config::RunConfig;
 use volley_learner::eval::Evaluator;
+use volley_learner::figures::Figures;
 use volley_learner::mlflow::Mirror;
 use volley_learner::rundir::RunDir;
 use volley_learner::runs::{self, file_safe, timestamp, Record, Recorder, RunStatus};
@@ -288,7 +289,7 @@ fn run(cli: Cli) -> Result<()> {
     grpc_listener.set_nonblocking(true)?;
     let metrics_addr = cfg.learner.metrics_listen.parse()?;
     volley_common::telemetry::install_exporter(metrics_addr).map_err(anyhow::Error::msg)?;
-    let run_dir = match existing_dir {
+    let mut run_dir = match existing_dir {
         Some(d) => RunDir::open(d)?,
         None => {
             let record = Record::new(
@@ -308,6 +309,47 @@ fn run(cli: Cli) -> Result<()> {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         (r.record().name.clone(), r.record().id.clone())
     };
+    // What else gets each metrics line: TensorBoard, MLflow, the figures.
+    if cfg.tracking.tensorboard {
+        let tb = volley_learner::tensorboard::Mirror::open(&run_dir.path, true);
+        run_dir.add_sink(Box::new(tb));
+    }
+    let mlflow = match cfg.tracking.mlflow() {
+        Some(uri) => {
+            let record = recorder
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record()
+                .clone();
+            let rec = Arc::clone(&recorder);
+            let mirror = Mirror::start(
+                &uri,
+                &cfg.tracking.mlflow_experiment,
+                &record,
+                &toml::Table::try_from(&cfg)?,
+                move |id| {
+                    if let Ok(mut r) = rec.lock() {
+                        if let Err(e) = r.set_mlflow_run(id) {
+                            volley_common::say!(
+                                "volley-learner: cannot write the run record: {e:#}"
+                            );
+                        }
+                    }
+                },
+            )?;
+            run_dir.add_sink(Box::new(mirror.lines()));
+            volley_common::say!(
+                "volley-learner: mirroring the run to MLflow at {uri} (experiment {})",
+                cfg.tracking.mlflow_experiment
+            );
+            Some(mirror)
+        }
+        None => None,
+    };
+    let figures = Figures::start(&run_dir.path, &cfg)?;
+    if let Some(f) = &figures {
+        run_dir.add_sink(Box::new(f.trigger()));
+    }
     let info = run_info(&cfg, &run_name, &recipe, fields, &obs_space, &act_space)?;
 
     let (chunk_tx, chunk_rx) = mpsc::channel(cfg.learner.queue_chunks);
@@ -338,37 +380,6 @@ fn run(cli: Cli) -> Result<()> {
     if cfg.eval.every_updates > 0 {
         training.set_evaluator(Evaluator::start(&env_id, &recipe, &cfg.eval)?);
     }
-    let mlflow = match cfg.tracking.mlflow() {
-        Some(uri) => {
-            let record = recorder
-                .lock()
-                .map(|r| r.record().clone())
-                .unwrap_or_else(|p| p.into_inner().record().clone());
-            let rec = Arc::clone(&recorder);
-            let mirror = Mirror::start(
-                &uri,
-                &cfg.tracking.mlflow_experiment,
-                &record,
-                &toml::Table::try_from(&cfg)?,
-                move |id| {
-                    if let Ok(mut r) = rec.lock() {
-                        if let Err(e) = r.set_mlflow_run(id) {
-                            volley_common::say!(
-                                "volley-learner: cannot write the run record: {e:#}"
-                            );
-                        }
-                    }
-                },
-            )?;
-            training.set_mlflow(mirror.lines());
-            volley_common::say!(
-                "volley-learner: mirroring the run to MLflow at {uri} (experiment {})",
-                cfg.tracking.mlflow_experiment
-            );
-            Some(mirror)
-        }
-        None => None,
-    };
     volley_common::say!(
         "volley-learner: run {} (id {}) in {} | {} on {} | device {:?} | grpc {} | metrics http://{}/metrics",
         run_name,
@@ -444,6 +455,16 @@ fn run(cli: Cli) -> Result<()> {
     rt.shutdown_timeout(Duration::from_secs(2));
     let outcome = served.and(trained);
     let status = finish(&recorder, &dir_shown, cfg.run.total_steps, &outcome);
+    if let Some(f) = figures {
+        let files = f.finish();
+        if !files.is_empty() {
+            volley_common::say!(
+                "volley-learner: figures in {dir_shown}/{}/ ({} files)",
+                volley_learner::plot::PLOTS_DIR,
+                files.len()
+            );
+        }
+    }
     if let Some(m) = mlflow {
         m.finish(
             volley_learner::mlflow::status_of(status),

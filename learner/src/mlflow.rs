@@ -469,6 +469,12 @@ impl Lines {
     }
 }
 
+impl crate::rundir::LineSink for Lines {
+    fn line(&mut self, line: &Value) {
+        self.log_line(line);
+    }
+}
+
 /// The live mirror of a run to a tracking server.
 #[derive(Debug)]
 pub struct Mirror {

@@ -13,10 +13,18 @@ use anyhow::{Context, Result};
 use crate::config::RunConfig;
 use crate::runs::{Record, Recorder};
 
+/// What gets each `metrics.jsonl` line after it is written: the TensorBoard event
+/// file, the MLflow mirror, the figures. A sink never fails the run and never makes
+/// it wait: what goes wrong there is its own to say.
+pub trait LineSink: Send + std::fmt::Debug {
+    fn line(&mut self, line: &serde_json::Value);
+}
+
 #[derive(Debug)]
 pub struct RunDir {
     pub path: PathBuf,
     metrics: BufWriter<File>,
+    sinks: Vec<Box<dyn LineSink>>,
     /// The run's record, shared with whoever reports on the run (the end of `main`,
     /// the MLflow mirror).
     recorder: Arc<Mutex<Recorder>>,
@@ -63,6 +71,7 @@ impl RunDir {
         Ok(RunDir {
             path,
             metrics: BufWriter::new(file),
+            sinks: Vec::new(),
             recorder: Arc::new(Mutex::new(recorder)),
         })
     }
@@ -87,12 +96,20 @@ impl RunDir {
         self.path.join("checkpoints")
     }
 
+    /// Hands every metrics line to `sink` too.
+    pub fn add_sink(&mut self, sink: Box<dyn LineSink>) {
+        self.sinks.push(sink);
+    }
+
     /// Appends one JSON line and flushes it, so a crash loses at most the line being
-    /// written.
+    /// written; then hands it to the sinks.
     pub fn append_metrics(&mut self, line: &serde_json::Value) -> Result<()> {
         serde_json::to_writer(&mut self.metrics, line)?;
         self.metrics.write_all(b"\n")?;
         self.metrics.flush()?;
+        for sink in &mut self.sinks {
+            sink.line(line);
+        }
         Ok(())
     }
 }

@@ -335,6 +335,13 @@ impl Mirror {
     }
 }
 
+impl crate::rundir::LineSink for Mirror {
+    fn line(&mut self, line: &serde_json::Value) {
+        // A key added to the metrics line needs a rule in `tag` (a tag or none).
+        self.write_line(line);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,9 +8,8 @@
 //!   `batch_steps`) or the [`ReplayFeed`] (`replay_ratio` updates per env step
 //!   stored, run before the next chunk is taken);
 //! - episode statistics, the status line, one `metrics.jsonl` line and the metrics
-//!   of every round of updates, the line also as TensorBoard scalars when
-//!   `[tracking] tensorboard` is on ([`Mirror`]: a failure there is said once and
-//!   ends only the TensorBoard copy);
+//!   of every round of updates (the run directory hands the line on to its sinks:
+//!   TensorBoard, MLflow, the figures);
 //! - weight publishing (once per round: a new version), evaluation of every
 //!   `eval.every_updates`-th version and the best checkpoint;
 //! - checkpoints every `run.checkpoint_every` versions and at the end, and resuming
@@ -47,7 +46,6 @@ use crate::replay::ReplayFeed;
 use crate::rollout::{Ingested, Rollouts};
 use crate::rundir::RunDir;
 use crate::server::{publish_weights, WeightsSender};
-use crate::tensorboard::Mirror;
 use crate::validate::ValidChunk;
 
 /// What the console status line shows, shared with the status thread.
@@ -114,8 +112,6 @@ pub struct Training {
     feed: Feed,
     device: Device,
     run_dir: RunDir,
-    /// The metrics lines as TensorBoard scalars, in an event file of the run directory.
-    tensorboard: Mirror,
     store: CheckpointStore,
     weights_tx: WeightsSender,
     status: Arc<Mutex<Status>>,
@@ -130,8 +126,6 @@ pub struct Training {
     last_log: (Instant, u64, u64),
     /// Receives with a timeout, so a stop is seen without a chunk.
     rt: tokio::runtime::Runtime,
-    /// The live MLflow mirror's handle, when `tracking.mlflow_uri` names a server.
-    mlflow: Option<crate::mlflow::Lines>,
 }
 
 impl std::fmt::Debug for Training {
@@ -185,7 +179,6 @@ impl Training {
             .collect();
         counter!(t::CHUNKS_DROPPED, "reason" => "policy_lag").increment(0);
         let store = CheckpointStore::new(run_dir.checkpoints(), cfg.checkpoint.keep);
-        let tensorboard = Mirror::open(&run_dir.path, cfg.tracking.tensorboard);
         let now = Instant::now();
         Ok(Training {
             cfg,
@@ -193,7 +186,6 @@ impl Training {
             feed,
             device,
             run_dir,
-            tensorboard,
             store,
             weights_tx,
             status,
@@ -206,18 +198,12 @@ impl Training {
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .build()?,
-            mlflow: None,
         })
     }
 
     /// Evaluates published versions with `evaluator`.
     pub fn set_evaluator(&mut self, evaluator: Evaluator) {
         self.eval.set_evaluator(evaluator);
-    }
-
-    /// Mirrors every metrics line to MLflow through `lines` (never waiting on it).
-    pub fn set_mlflow(&mut self, lines: crate::mlflow::Lines) {
-        self.mlflow = Some(lines);
     }
 
     pub fn counters(&self) -> Counters {
@@ -510,11 +496,6 @@ impl Training {
             line[k] = v;
         }
         self.run_dir.append_metrics(&line)?;
-        // A key added to this line needs a rule in tensorboard.rs (a tag or none).
-        self.tensorboard.write_line(&line);
-        if let Some(m) = &self.mlflow {
-            m.log_line(&line);
-        }
         if let Ok(mut r) = self.run_dir.recorder().lock() {
             r.progress(self.counters.steps, self.eval.best_record())?;
         }

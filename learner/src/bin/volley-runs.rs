@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use volley_learner::plot;
 use volley_learner::runs::{self, FoundRun};
 
 #[derive(Debug, Parser)]
@@ -44,6 +45,38 @@ enum Command {
         /// Its id, name, a prefix of either, or its directory.
         run: String,
     },
+    /// Draws a run's figures (PNG and SVG) into its plots/ folder, or --out: the
+    /// learning curve (training and evaluation return against env steps and wall
+    /// time), the update statistics, the best checkpoint's evaluation episodes.
+    Plot {
+        /// Its id, name, a prefix of either, or its directory.
+        run: String,
+        /// The folder to draw into (default: the run's plots/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Moving-average window of the curves, in metrics lines.
+        #[arg(long, default_value_t = 10)]
+        smooth: usize,
+    },
+    /// Compares runs and seed groups in one figure: each group's mean evaluation
+    /// return with a 95% band over its runs; where groups have several runs, the IQM
+    /// of their final evaluations with bootstrap intervals (-iqm) and a performance
+    /// profile (-profile).
+    Compare {
+        /// Seed groups (run.group) or runs (id, name, prefix, directory).
+        #[arg(required = true)]
+        what: Vec<String>,
+        /// The figure's path without extension (PNG and SVG), or with .png or .svg
+        /// (default: <dir>/compare/<names>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Compare the training episode return instead of the evaluation return.
+        #[arg(long)]
+        train: bool,
+        /// Moving-average window applied to each run first, in metrics lines.
+        #[arg(long, default_value_t = 1)]
+        smooth: usize,
+    },
     /// Sends a finished run to an MLflow tracking server after the fact: params, tags,
     /// every metrics line, artifacts and status. Completes the MLflow run its record
     /// names (sending only what that run lacks), or makes a new one; prints its id.
@@ -70,12 +103,44 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let mut out = String::new();
+    let mut text = String::new();
     match cli.command {
-        Command::List { json } => list(&cli.dir, json, &mut out)?,
-        Command::Show { run, json } => show(&runs::resolve(&cli.dir, &run)?, json, &mut out)?,
+        Command::List { json } => list(&cli.dir, json, &mut text)?,
+        Command::Show { run, json } => show(&runs::resolve(&cli.dir, &run)?, json, &mut text)?,
         Command::Find { run } => {
-            out = format!("{}\n", runs::resolve(&cli.dir, &run)?.dir.display());
+            text = format!("{}\n", runs::resolve(&cli.dir, &run)?.dir.display());
+        }
+        Command::Plot { run, out, smooth } => {
+            let found = runs::resolve(&cli.dir, &run)?;
+            let out = out.unwrap_or_else(|| found.dir.join(plot::PLOTS_DIR));
+            let opts = plot::RunFigures {
+                smooth,
+                ..plot::RunFigures::default()
+            };
+            let files = plot::draw_run(&found.dir, &out, &opts)?;
+            out_files(&files, &mut text);
+        }
+        Command::Compare {
+            what,
+            out,
+            train,
+            smooth,
+        } => {
+            let mut groups = Vec::new();
+            for w in &what {
+                groups.push(group_of(&cli.dir, w)?);
+            }
+            let out = out.unwrap_or_else(|| {
+                let names: Vec<String> = what.iter().map(|w| runs::file_safe(w)).collect();
+                cli.dir.join("compare").join(names.join("-vs-"))
+            });
+            let metric = if train {
+                plot::Metric::Train
+            } else {
+                plot::Metric::Eval
+            };
+            let files = plot::draw_comparison(&groups, &out, metric, smooth)?;
+            out_files(&files, &mut text);
         }
         Command::MlflowExport {
             run,
@@ -84,9 +149,9 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let found = runs::resolve(&cli.dir, &run)?;
             let path = found.dir.join("config.toml");
-            let text = std::fs::read_to_string(&path)
+            let config = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            let table: toml::Table = text
+            let table: toml::Table = config
                 .parse()
                 .with_context(|| format!("{} is not TOML", path.display()))?;
             let done = volley_learner::mlflow::export(
@@ -112,10 +177,34 @@ fn run(cli: Cli) -> Result<()> {
                 done.sent,
                 done.artifacts
             );
-            out = format!("{}\n", done.run_id);
+            text = format!("{}\n", done.run_id);
         }
     }
-    emit(&out)
+    emit(&text)
+}
+
+/// Lists written files, one per line.
+fn out_files(files: &[PathBuf], text: &mut String) {
+    for f in files {
+        text.push_str(&format!("{}\n", f.display()));
+    }
+}
+
+/// The runs `what` names as one group of a comparison: a seed group (labelled with
+/// its name and size) or one run (its name).
+fn group_of(root: &Path, what: &str) -> Result<plot::Group> {
+    let found = runs::resolve_group(root, what)?;
+    let is_group = found.iter().any(|r| r.record.group == what);
+    let label = if is_group {
+        what.to_string()
+    } else {
+        found[0].record.name.clone()
+    };
+    let runs = found
+        .iter()
+        .map(|r| plot::Run::read(&r.dir))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(plot::Group { label, runs })
 }
 
 /// Writes `text` to stdout; a reader that went away (`| head`) is not an error.
@@ -269,16 +358,31 @@ fn checkpoints(dir: &Path) -> (Vec<String>, Option<String>, Option<serde_json::V
     (updates, latest, best)
 }
 
+/// The PNG figures in a run's plots/ folder, by name.
+fn plots(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join(plot::PLOTS_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| n.ends_with(".png"))
+        .collect();
+    names.sort();
+    names
+}
+
 fn show(run: &FoundRun, json: bool, out: &mut String) -> Result<()> {
     let rec = &run.record;
     let last = last_metrics(&run.dir);
     let (updates, latest, best) = checkpoints(&run.dir);
+    let figures = plots(&run.dir);
     if json {
         let mut v = serde_json::to_value(rec)?;
         v["status"] = rec.status_now().name().into();
         v["dir"] = run.dir.display().to_string().into();
         v["last_metrics"] = last.unwrap_or_default();
         v["checkpoints"] = serde_json::json!({"updates": updates, "latest": latest, "best": best});
+        v["plots"] = serde_json::json!(figures);
         outln!(out, "{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -337,6 +441,17 @@ fn show(run: &FoundRun, json: bool, out: &mut String) -> Result<()> {
         ),
         None => outln!(out, "  best    -"),
     }
+    outln!(out);
+    outln!(
+        out,
+        "plots ({}): {}",
+        run.dir.join(plot::PLOTS_DIR).display(),
+        if figures.is_empty() {
+            format!("none yet (volley-runs plot {})", rec.name)
+        } else {
+            figures.join(", ")
+        }
+    );
     outln!(out);
     outln!(out, "last metrics line:");
     match last {

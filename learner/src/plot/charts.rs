@@ -559,11 +559,18 @@ fn aggregate_subtitle(groups: &[ScoreGroup], b: &Bootstrap) -> String {
     let tasks = groups.iter().map(|g| g.scores.tasks()).max().unwrap_or(0);
     let runs = groups.iter().map(|g| g.scores.runs()).max().unwrap_or(0);
     format!(
-        "{:.0}% stratified bootstrap confidence intervals ({} resamples of runs within each task, seed {}); up to {runs} runs x {tasks} tasks",
+        "{:.0}% stratified bootstrap confidence intervals ({} resamples of runs within each task, seed {}); up to {}",
         b.confidence * 100.0,
         b.reps,
-        b.seed
+        b.seed,
+        runs_by_tasks(runs, tasks)
     )
+}
+
+/// "3 runs x 1 task", in words that agree with the numbers.
+fn runs_by_tasks(runs: usize, tasks: usize) -> String {
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    format!("{} x {}", plural(runs, "run"), plural(tasks, "task"))
 }
 
 /// The interquartile mean of each group's scores (every run of every task) with its
@@ -694,10 +701,9 @@ pub fn performance_profile(
         });
         legend.push(LegendEntry {
             label: format!(
-                "{} ({} runs x {} tasks)",
+                "{} ({})",
                 g.label,
-                g.scores.runs(),
-                g.scores.tasks()
+                runs_by_tasks(g.scores.runs(), g.scores.tasks())
             ),
             color: color(i),
             mark: Mark::Line,

@@ -8,6 +8,8 @@
 //!   performance profiles with stratified bootstrap confidence intervals;
 //! - [`charts`]: the figures: [`learning_curve`], [`losses`], [`comparison`],
 //!   [`iqm_intervals`], [`performance_profile`] and [`best_eval`];
+//! - [`report`]: the sets of figures of a run (its `plots/` folder) and of a
+//!   comparison, as `volley-runs` and the learner draw them;
 //! - `draw`: the panels, legends and output files the figures share;
 //! - `backend`: plotters' bitmap and SVG backends with text laid out by the font;
 //! - [`font`]: the TrueType font the text is drawn with, found at run time.
@@ -20,6 +22,7 @@ mod backend;
 pub mod charts;
 mod draw;
 pub mod font;
+pub mod report;
 pub mod series;
 pub mod stats;
 
@@ -31,6 +34,7 @@ pub use charts::{
     Metric, ProfileOptions, ScoreGroup,
 };
 pub use draw::output_paths;
+pub use report::{draw_comparison, draw_run, RunFigures, PLOTS_DIR};
 pub use series::{group_runs, Axis, BestEval, Group, Row, Run, Series};
 pub use stats::{Bootstrap, Interval, Profile, ScoreMatrix};
 

@@ -35,7 +35,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 k8s_version="${VOLLEY_K8S_VERSION:-1.32.0}"
-venv="$root/.deps/k8s-venv"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
@@ -78,16 +77,10 @@ fi
 have_kubectl=0
 kubectl_ok && have_kubectl=1
 
-req="$root/tests/k8s/requirements.txt"
-stamp="$venv/.requirements-$(sha256sum "$req" | cut -c1-16)"
-if [ ! -f "$stamp" ]; then
-  echo "k8s: installing the validator into .deps/k8s-venv (tests/k8s/requirements.txt)"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
-  touch "$stamp"
-fi
-py="$venv/bin/python"
+die() { echo "tests/k8s.sh: $*" >&2; exit 1; }
+# shellcheck source=tests/lib/common.sh
+. tests/lib/common.sh
+test_venv k8s-venv tests/k8s/requirements.txt
 
 bins=()
 if [ -x target/release/volley-learner ] && [ -x target/release/volley-actor ]; then

@@ -3,8 +3,8 @@
 #
 #   bash tests/tensorboard.sh
 #
-# 1. Installs PyPI's tensorboard 2.21.0 into .deps/tb-venv if it is missing (a venv;
-#    where python3 has no venv module, `pip install --target .deps/tb-venv/site`).
+# 1. Installs PyPI's tensorboard (tests/tensorboard/requirements.txt) into
+#    .deps/tb-venv if it is missing.
 # 2. A short PPO run on loopback: volley-learner with configs/ppo_cartpole.toml and
 #    run.total_steps=20000 (an evaluation every 4 versions), one volley-actor.
 # 3. tests/tensorboard/check.py reads the run's event files with TensorBoard's
@@ -30,34 +30,10 @@ die() {
 elapsed() { echo "$(( $(date +%s) - t_start ))s"; }
 
 # ------------------------------------------------------------------ prerequisites
-tb_version=2.21.0
-venv=.deps/tb-venv
-command -v python3 >/dev/null || die "python3 is needed"
-has_tb() {  # python [PYTHONPATH]
-  PYTHONPATH="${2:-}" "$1" -c "import sys, tensorboard; sys.exit(tensorboard.__version__ != '$tb_version')" 2>/dev/null
-}
-py="" pypath=""
-if [ -x "$venv/bin/python" ] && has_tb "$venv/bin/python"; then
-  py="$venv/bin/python"
-elif [ -d "$venv/site" ] && has_tb python3 "$root/$venv/site"; then
-  py=python3 pypath="$root/$venv/site"
-else
-  say "installing tensorboard==$tb_version into $venv"
-  mkdir -p .deps
-  log=/tmp/volley-tb-pip.log
-  if [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >"$log" 2>&1; then
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "tensorboard==$tb_version" >>"$log" 2>&1 \
-      || { tail -20 "$log" >&2; die "pip install tensorboard==$tb_version into $venv failed"; }
-    py="$venv/bin/python"
-  else
-    say "python3 has no venv module: pip install --target $venv/site"
-    rm -rf "$venv"
-    python3 -m pip install -q --disable-pip-version-check --target "$venv/site" "tensorboard==$tb_version" >>"$log" 2>&1 \
-      || { tail -20 "$log" >&2; die "pip install --target $venv/site tensorboard==$tb_version failed"; }
-    py=python3 pypath="$root/$venv/site"
-  fi
-  has_tb "$py" "$pypath" || die "tensorboard $tb_version does not import after the install (see $log)"
-fi
+# shellcheck source=tests/lib/common.sh
+. tests/lib/common.sh
+test_venv tb-venv tests/tensorboard/requirements.txt
+tb_version="$("$py" -c 'import tensorboard; print(tensorboard.__version__)')"
 if [ ! -x target/release/volley-learner ] || [ ! -x target/release/volley-actor ]; then
   say "building volley-learner and volley-actor (release)"
   deploy/setup.sh
@@ -96,12 +72,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Free loopback ports, bound at once so they differ.
-read -r grpc_port metrics_port < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))')
+read -r grpc_port metrics_port < <(free_ports 2)
 
 target/release/volley-learner --config configs/ppo_cartpole.toml \
   "learner.listen=127.0.0.1:$grpc_port" "learner.metrics_listen=127.0.0.1:$metrics_port" \
@@ -109,12 +80,7 @@ target/release/volley-learner --config configs/ppo_cartpole.toml \
   eval.every_updates=4 eval.episodes=2 >"$work/learner.log" 2>&1 &
 learner_pid=$!
 pids+=("$learner_pid")
-for _ in $(seq 1 300); do
-  kill -0 "$learner_pid" 2>/dev/null || die "the learner exited; see $work/learner.log"
-  (exec 3<>"/dev/tcp/127.0.0.1/$grpc_port") 2>/dev/null && break
-  sleep 0.1
-done
-(exec 3<>"/dev/tcp/127.0.0.1/$grpc_port") 2>/dev/null || die "the learner does not listen on port $grpc_port"
+wait_port "$learner_pid" "$grpc_port" || die "the learner does not listen on port $grpc_port; see $work/learner.log"
 target/release/volley-actor run --learner "127.0.0.1:$grpc_port" --actor-id actor-0 \
   >"$work/actor.log" 2>&1 &
 pids+=("$!")
@@ -131,7 +97,7 @@ say "the run reached 20000 env steps ($(elapsed))"
 
 # ------------------------------------------------------------------ checks
 # check.py prints each check and the closing "N passed, N failed" line.
-if ! PYTHONPATH="$pypath" "$py" tests/tensorboard/check.py "$work/runs/ppo"; then
+if ! "$py" tests/tensorboard/check.py "$work/runs/ppo"; then
   echo "tensorboard: FAIL: the event files do not match metrics.jsonl (see above)" >&2
   exit 1
 fi

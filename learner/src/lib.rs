@@ -14,8 +14,9 @@
 //! - [`eval`]: greedy evaluation on its own thread, feeding the best checkpoint;
 //! - [`config`]: the run config; [`rundir`], [`checkpoint`]: the run directory;
 //!   [`runs`]: run records (`run.json`), finding runs by id or name;
-//! - [`mlflow`]: the run mirrored to an MLflow tracking server; [`figures`]: its
-//!   plots kept current while it trains;
+//! - [`tracking`]: what watches a run, set up and ended in one place: [`mlflow`],
+//!   the run mirrored to an MLflow tracking server; [`figures`], its plots kept
+//!   current while it trains;
 //! - [`tensorboard`]: the metrics lines as TensorBoard event files in the run directory;
 //! - [`plot`]: figures of run directories (learning curves, statistics, comparisons,
 //!   aggregates, the best checkpoint's evaluation) as PNG and SVG.
@@ -37,5 +38,6 @@ pub mod rundir;
 pub mod runs;
 pub mod server;
 pub mod tensorboard;
+pub mod tracking;
 pub mod training;
 pub mod validate;

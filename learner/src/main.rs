@@ -18,11 +18,10 @@ use volley_learner::algo::{self, BuildContext};
 use volley_learner::checkpoint;
 use volley_learner::config::RunConfig;
 use volley_learner::eval::Evaluator;
-use volley_learner::figures::Figures;
-use volley_learner::mlflow::Mirror;
 use volley_learner::rundir::RunDir;
 use volley_learner::runs::{self, file_safe, timestamp, Record, Recorder, RunStatus};
 use volley_learner::server::{self, RunInfo, ServerOptions, VolleyService};
+use volley_learner::tracking::Tracking;
 use volley_learner::training::{ObsLayout, Status, Training};
 use volley_learner::validate::ActionSpec;
 use volley_proto::DType;
@@ -309,47 +308,8 @@ fn run(cli: Cli) -> Result<()> {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         (r.record().name.clone(), r.record().id.clone())
     };
-    // What else gets each metrics line: TensorBoard, MLflow, the figures.
-    if cfg.tracking.tensorboard {
-        let tb = volley_learner::tensorboard::Mirror::open(&run_dir.path, true);
-        run_dir.add_sink(Box::new(tb));
-    }
-    let mlflow = match cfg.tracking.mlflow() {
-        Some(uri) => {
-            let record = recorder
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .record()
-                .clone();
-            let rec = Arc::clone(&recorder);
-            let mirror = Mirror::start(
-                &uri,
-                &cfg.tracking.mlflow_experiment,
-                &record,
-                &toml::Table::try_from(&cfg)?,
-                move |id| {
-                    if let Ok(mut r) = rec.lock() {
-                        if let Err(e) = r.set_mlflow_run(id) {
-                            volley_common::say!(
-                                "volley-learner: cannot write the run record: {e:#}"
-                            );
-                        }
-                    }
-                },
-            )?;
-            run_dir.add_sink(Box::new(mirror.lines()));
-            volley_common::say!(
-                "volley-learner: mirroring the run to MLflow at {uri} (experiment {})",
-                cfg.tracking.mlflow_experiment
-            );
-            Some(mirror)
-        }
-        None => None,
-    };
-    let figures = Figures::start(&run_dir.path, &cfg)?;
-    if let Some(f) = &figures {
-        run_dir.add_sink(Box::new(f.trigger()));
-    }
+    // TensorBoard, MLflow, the figures.
+    let tracking = Tracking::start(&cfg, &mut run_dir)?;
     let info = run_info(&cfg, &run_name, &recipe, fields, &obs_space, &act_space)?;
 
     let (chunk_tx, chunk_rx) = mpsc::channel(cfg.learner.queue_chunks);
@@ -455,29 +415,9 @@ fn run(cli: Cli) -> Result<()> {
     rt.shutdown_timeout(Duration::from_secs(2));
     let outcome = served.and(trained);
     let status = finish(&recorder, &dir_shown, cfg.run.total_steps, &outcome);
-    if let Some(f) = figures {
-        let files = f.finish();
-        if !files.is_empty() {
-            volley_common::say!(
-                "volley-learner: figures in {dir_shown}/{}/ ({} files)",
-                volley_learner::plot::PLOTS_DIR,
-                files.len()
-            );
-        }
-    }
-    if let Some(m) = mlflow {
-        m.finish(
-            volley_learner::mlflow::status_of(status),
-            volley_learner::mlflow::artifacts_of(Path::new(&dir_shown)),
-            MLFLOW_FINISH,
-        );
-    }
+    tracking.finish(status);
     outcome
 }
-
-/// How long the MLflow mirror gets at the end for the rest of the metrics, the
-/// artifacts and the status.
-const MLFLOW_FINISH: Duration = Duration::from_secs(30);
 
 /// Writes how the session ended into the run's record, and says it with where the
 /// best checkpoint is; returns the status.

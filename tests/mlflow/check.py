@@ -9,7 +9,7 @@ Checks, for the live run (its MLflow run id is run.json's `mlflow_run_id`):
 - every metric key of metrics.jsonl is there with its full history: the same
   (step, value) pairs as metrics.jsonl's lines, to float precision;
 - its status is FINISHED and the artifacts (config.toml, run.json, metrics.jsonl, the
-  best checkpoint) are listed.
+  best checkpoint, the learning curve) are listed.
 With --killed (the server was stopped while the run trained): the run exists and what
 reached MLflow is a prefix of metrics.jsonl, never a value metrics.jsonl lacks; the
 learner's log says what it could not send.
@@ -106,6 +106,8 @@ def check_artifacts(client, run_id, label):
     for want in ["config.toml", "run.json", "metrics.jsonl"]:
         check(f"{label}: artifact {want}", want in names, sorted(names))
     check(f"{label}: the best checkpoint's files are artifacts", len(best) >= 2, sorted(best))
+    plots = {a.path for a in client.list_artifacts(run_id, "plots")} if "plots" in names else set()
+    check(f"{label}: the learning curve is an artifact", "plots/learning_curve.png" in plots, sorted(plots))
 
 
 def main():

@@ -177,7 +177,7 @@ fn run(cli: Cli) -> Result<()> {
     // have been checked, so a mistake leaves nothing behind.
     let (mut cfg, existing_dir) = match &cli.resume {
         Some(dir) => {
-            let mut table = RunDir::read_config(dir)?;
+            let mut table = runs::read_config(dir)?;
             for o in &overrides {
                 apply_override(&mut table, o)?;
             }

@@ -81,17 +81,6 @@ impl RunDir {
         Arc::clone(&self.recorder)
     }
 
-    /// The resolved config of an existing run.
-    pub fn read_config(path: &Path) -> Result<toml::Table> {
-        let p = path.join("config.toml");
-        volley_common::config::read_file(&p).with_context(|| {
-            format!(
-                "{} is not a run directory (no readable config.toml)",
-                path.display()
-            )
-        })
-    }
-
     pub fn checkpoints(&self) -> PathBuf {
         self.path.join("checkpoints")
     }

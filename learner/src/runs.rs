@@ -329,7 +329,7 @@ pub struct FoundRun {
 /// its config, its last metrics line and its best checkpoint; its status reads as
 /// stopped.
 fn record_from_config(dir: &Path) -> Result<Record> {
-    let table = crate::rundir::RunDir::read_config(dir)?;
+    let table = read_config(dir)?;
     let get = |section: &str, key: &str| -> Option<toml::Value> {
         table.get(section)?.as_table()?.get(key).cloned()
     };
@@ -389,6 +389,17 @@ fn record_from_config(dir: &Path) -> Result<Record> {
         error: None,
         best,
         mlflow_run_id: None,
+    })
+}
+
+/// The resolved config of an existing run (its `config.toml`).
+pub fn read_config(dir: &Path) -> Result<toml::Table> {
+    let p = dir.join("config.toml");
+    volley_common::config::read_file(&p).with_context(|| {
+        format!(
+            "{} is not a run directory (no readable config.toml)",
+            dir.display()
+        )
     })
 }
 

@@ -49,3 +49,5 @@ pub mod nn;
 pub mod reward;
 pub mod signals;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testing;

@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn q_values_targets_and_weights() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         tch::manual_seed(0);
         let q = QNetwork::new(spec(), Device::Cpu).unwrap();
         let mut t = QNetwork::new(spec(), Device::Cpu).unwrap();

@@ -825,7 +825,7 @@ mod tests {
 
     #[test]
     fn multipass_q_k_depends_only_on_its_own_parameters() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         for multipass in [true, false] {
             tch::manual_seed(1);
             let net = net(multipass);
@@ -860,7 +860,7 @@ mod tests {
 
     #[test]
     fn multipass_equals_k_separate_passes() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         tch::manual_seed(3);
         let net = net(true);
         let s = net.states(&obs(5, 4)).unwrap();
@@ -876,7 +876,7 @@ mod tests {
 
     #[test]
     fn passthrough_starts_at_the_initial_parameters() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         tch::manual_seed(5);
         let net = net(true);
         let (w, b) = net.passthrough();
@@ -919,7 +919,7 @@ mod tests {
 
     #[test]
     fn scaling_round_trips_and_clamps() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         let net = net(true);
         let env = [15.0f32, 0.0, 430.0, 0.0, 720.0, 215.0];
         let scaled = net.scale_params(&env);
@@ -946,7 +946,7 @@ mod tests {
 
     #[test]
     fn soft_update_uses_the_two_rates() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         tch::manual_seed(7);
         let mut target = net(true);
         let online = net(true);
@@ -973,7 +973,7 @@ mod tests {
 
     #[test]
     fn explorer_is_greedy_at_zero_epsilon_and_adds_ou_on_the_chosen_slice() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         tch::manual_seed(8);
         let net = net(true);
         let o: Vec<f32> = Vec::<f32>::try_from(obs(4, 9).view(-1)).unwrap();
@@ -1008,7 +1008,7 @@ mod tests {
 
     #[test]
     fn weights_round_trip_and_bad_input_errors() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         tch::manual_seed(10);
         let a = net(true);
         let mut b = net(true);
@@ -1032,7 +1032,7 @@ mod tests {
 
     #[test]
     fn spec_from_platform_spaces_matches_the_reference_setup() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         use crate::env::platform::Platform;
         use crate::env::Env;
         let env = Platform::new();

@@ -388,7 +388,7 @@ mod tests {
 
     #[test]
     fn weights_round_trip_and_bad_input_errors() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         tch::manual_seed(1);
         let spec = mlp_spec(ActionHead::Gaussian { dim: 2 });
         let a = Policy::new(spec.clone(), Device::Cpu).unwrap();
@@ -510,7 +510,7 @@ mod tests {
 
     #[test]
     fn nature_cnn_and_gaussian_head() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         tch::manual_seed(3);
         let spec = ModelSpec {
             kind: ModelKind::NatureCnn { fc: 32 },

@@ -575,7 +575,7 @@ mod tests {
 
     #[test]
     fn squashed_logprob_matches_a_hand_computation() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         tch::manual_seed(0);
         // Two action dimensions with bounds [-2, 2] and [0, 1]: scale (2, 0.5), bias
         // (0, 0.5).
@@ -645,7 +645,7 @@ mod tests {
 
     #[test]
     fn squashed_density_integrates_to_one() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         // One action dimension in [-3, 1]: the density of the squashed action, from the
         // log-probabilities over a fine grid of pre-tanh values, integrates to ~1.
         tch::manual_seed(1);
@@ -668,7 +668,7 @@ mod tests {
 
     #[test]
     fn actions_stay_in_bounds_and_logprob_has_gradient() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         tch::manual_seed(2);
         let actor = SacActor::new(spec(4, -0.4, 0.4), Device::Cpu).unwrap();
         let obs = Tensor::randn([64, 3], (Kind::Float, Device::Cpu)) * 10.0;
@@ -692,7 +692,7 @@ mod tests {
 
     #[test]
     fn weights_round_trip_and_bad_bytes_are_rejected() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         tch::manual_seed(3);
         let a = SacActor::new(spec(2, -1.0, 1.0), Device::Cpu).unwrap();
         let mut b = SacActor::new(spec(2, -1.0, 1.0), Device::Cpu).unwrap();
@@ -720,7 +720,7 @@ mod tests {
 
     #[test]
     fn polyak_mixes_exactly() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         tch::manual_seed(4);
         let online = SacQ::new(spec(2, -1.0, 1.0), Device::Cpu).unwrap();
         let mut target = SacQ::new(spec(2, -1.0, 1.0), Device::Cpu).unwrap();
@@ -757,7 +757,7 @@ mod tests {
 
     #[test]
     fn spec_from_spaces_and_validation() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         let obs = Space::uniform_box(&[11], f32::NEG_INFINITY, f32::INFINITY);
         let act = Space::uniform_box(&[3], -1.0, 1.0);
         let s = SacSpec::for_spaces(&obs, &act, vec![256, 256]).unwrap();

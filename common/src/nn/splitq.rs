@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn the_streams_sum_and_travel_as_one_blob() {
-        tch::set_num_threads(1);
+        let _torch = crate::testing::torch();
         tch::manual_seed(1);
         let spec = ModelSpec::for_spaces(
             ModelKind::Mlp { hidden: vec![8] },

@@ -399,7 +399,7 @@ mod tests {
 
     #[test]
     fn the_loss_is_the_papers_by_hand() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         tch::manual_seed(0);
         let cfg = A2cConfig {
             ent_coef: 0.01,
@@ -436,7 +436,7 @@ mod tests {
 
     #[test]
     fn update_steps_both_optimizers_and_state_resumes_exactly() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         for opt in ["rmsprop", "adam"] {
             tch::manual_seed(1);
             let cfg = A2cConfig {

@@ -417,7 +417,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_double_q_target_by_hand() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         // Online picks action 1 (its largest value); the target evaluates action 1 at
         // 2.0, although its own maximum (5.0, action 2) is larger: DQN would use 5.
         let online = QNetwork::new(spec(), Device::Cpu).unwrap();
@@ -437,7 +437,7 @@ pub(crate) mod tests {
 
     #[test]
     fn updates_fit_the_target_and_refresh_it_on_schedule() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         tch::manual_seed(0);
         let cfg = DdqnConfig {
             gamma: 0.0,

@@ -637,7 +637,7 @@ mod tests {
 
     #[test]
     fn inverting_gradients_match_a_hand_computation() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         // x = [0.5, 0.5, -0.5, 1.5], grad = [2, -2, 1, 1], bounds [-1, 1] (range 2):
         //   grad > 0: * (1 - x) / 2;  grad <= 0: * (x + 1) / 2.
         //   [2 * 0.25, -2 * 0.75, 1 * 0.75, 1 * -0.25] = [0.5, -1.5, 0.75, -0.25]
@@ -657,7 +657,7 @@ mod tests {
     /// by their own rates.
     #[test]
     fn update_steps_the_parameter_net_along_inverted_gradients() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         tch::manual_seed(0);
         let cfg = MpdqnConfig::default();
         let spec = MpdqnSpec::platform();
@@ -748,7 +748,7 @@ mod tests {
 
     #[test]
     fn q_loss_falls_on_a_fixed_batch() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         tch::manual_seed(2);
         let spec = MpdqnSpec::platform();
         // gamma 0: a plain regression on the rewards, so the loss must fall.
@@ -768,7 +768,7 @@ mod tests {
 
     #[test]
     fn state_round_trip_continues_identically() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         tch::manual_seed(4);
         let spec = MpdqnSpec::platform();
         let cfg = MpdqnConfig::default();
@@ -808,7 +808,7 @@ mod tests {
 
     #[test]
     fn bad_batches_and_configs_are_errors() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         let spec = MpdqnSpec::platform();
         let mut m = Mpdqn::new(spec.clone(), MpdqnConfig::default(), Device::Cpu).unwrap();
         let mut b = batch(&spec, 8, 5);

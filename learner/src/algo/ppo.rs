@@ -565,6 +565,7 @@ mod tests {
 
     #[test]
     fn ppo_loss_hand_checked() {
+        let _torch = volley_common::testing::torch();
         let cfg = PpoConfig {
             clip: 0.2,
             vf_coef: 0.5,
@@ -634,7 +635,7 @@ mod tests {
     #[test]
     fn update_on_u8_images_and_gaussian_actions() {
         use volley_common::nn::{ActionHead, ModelKind};
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         tch::manual_seed(4);
         let cfg = PpoConfig {
             batch_steps: 10,
@@ -699,6 +700,7 @@ mod tests {
 
     #[test]
     fn gradient_flows_only_through_unclipped_ratios() {
+        let _torch = volley_common::testing::torch();
         // d pg / d logp: for the clipped sample (ratio 1.5, A > 0) zero; inside the
         // range -A * r / M.
         let cfg = PpoConfig::default();

@@ -676,7 +676,7 @@ mod tests {
 
     #[test]
     fn config_defaults_are_cleanrl_and_unknown_keys_fail() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         let c: SacConfig = toml::from_str("").unwrap();
         assert_eq!(c, SacConfig::default());
         assert_eq!(
@@ -706,7 +706,7 @@ mod tests {
 
     #[test]
     fn terminated_rows_do_not_bootstrap_and_others_do() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         tch::manual_seed(0);
         let sac = Sac::new(spec(), small_cfg(), Device::Cpu).unwrap();
         let mut b = random_batch(8, 0.0);
@@ -733,7 +733,7 @@ mod tests {
 
     #[test]
     fn update_order_targets_and_temperature() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         tch::manual_seed(1);
         let cfg = small_cfg();
         let mut sac = Sac::new(spec(), cfg.clone(), Device::Cpu).unwrap();
@@ -799,7 +799,7 @@ mod tests {
 
     #[test]
     fn q_update_fits_a_fixed_target() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         // With gamma 0 the target is the reward: a few hundred updates fit it.
         tch::manual_seed(2);
         let cfg = SacConfig {
@@ -819,7 +819,7 @@ mod tests {
 
     #[test]
     fn state_round_trip_resumes_identically() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         tch::manual_seed(3);
         let mut a = Sac::new(spec(), small_cfg(), Device::Cpu).unwrap();
         let mut buf = ReplayBuffer::new(100, 4, 2, u64::MAX, Device::Cpu).unwrap();

@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn the_split_targets_by_hand() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         // Online Q+ = [0, 2, 1], Q- = [0, -3, 0]: the sum [0, -1, 1] picks action 2,
         // Q+ alone picks 1, Q- alone picks 0 (ties: the first).
         // Target Q+ = [1, 4, 2], Q- = [-1, -2, -0.5].
@@ -408,7 +408,7 @@ mod tests {
 
     #[test]
     fn unit_weights_and_memories_are_double_dqn_on_the_sum() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         tch::manual_seed(3);
         let on = SplitQNet::new(spec(), Device::Cpu).unwrap();
         let tg = SplitQNet::new(spec(), Device::Cpu).unwrap();
@@ -427,7 +427,7 @@ mod tests {
 
     #[test]
     fn both_streams_learn_and_bad_settings_are_refused() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         tch::manual_seed(4);
         let cfg = SplitqConfig {
             q: DdqnConfig {

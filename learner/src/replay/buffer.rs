@@ -636,7 +636,7 @@ mod tests {
 
     #[test]
     fn capacity_wraps_around_keeping_the_newest_rows() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         let mut buf = ReplayBuffer::new(5, 3, 1, u64::MAX, Device::Cpu).unwrap();
         assert!(buf.is_empty());
         push_rows(&mut buf, 0, 3);
@@ -677,7 +677,7 @@ mod tests {
 
     #[test]
     fn sampling_is_uniform_over_stored_rows() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         // 50 stored rows of a capacity of 64 (only stored rows may come out), after a
         // wrap of a smaller buffer too; chi-square of the counts of 100k draws against
         // uniform. 49 degrees of freedom: the 0.999 quantile is 85.4, while a sampler
@@ -732,7 +732,7 @@ mod tests {
 
     #[test]
     fn memory_bound_and_bad_inputs_are_errors() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         let needed = ReplayBuffer::bytes_for(1_000_000, 11, 3);
         // Observations twice, the action, reward, terminated flag and horizon.
         assert_eq!(needed, 1_000_000 * 4 * (22 + 3 + 3));
@@ -758,7 +758,7 @@ mod tests {
 
     #[test]
     fn truncation_keeps_the_final_observation_and_bootstraps() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         // Three envs: env 0 continues, env 1 terminates, env 2 is truncated. obs is the
         // reset observation for the envs that ended.
         let step = StepBatch {
@@ -790,7 +790,7 @@ mod tests {
     }
     #[test]
     fn the_buffer_round_trips_through_bytes() {
-        tch::set_num_threads(1);
+        let _torch = volley_common::testing::torch();
         let mut buf = ReplayBuffer::new(5, 3, 1, u64::MAX, Device::Cpu).unwrap();
         push_rows(&mut buf, 0, 7);
         let bytes = buf.to_bytes().unwrap();

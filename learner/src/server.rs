@@ -419,6 +419,7 @@ async fn stream_weights(
     tx: mpsc::Sender<Result<Weights, Status>>,
     mut closing: watch::Receiver<bool>,
     connected: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 ) {
     let _connected = Connected::new(connected);
     loop {
@@ -439,7 +440,13 @@ async fn stream_weights(
             have = Some(blob.version);
         }
         tokio::select! {
-            changed = weights.changed() => if changed.is_err() { return },
+            changed = weights.changed() => if changed.is_err() {
+                // The training loop ended (it owns the publisher): the learner is going
+                // down, so registrations are refused from now on and actors back off
+                // instead of reconnecting in a loop.
+                shared.closing.send_replace(true);
+                return;
+            },
             () = tx.closed() => return,
             _ = closing.wait_for(|closing| *closing) => return,
         }
@@ -530,6 +537,7 @@ impl Volley for VolleyService {
             tx,
             self.shared.closing.subscribe(),
             Arc::clone(&self.shared.connected),
+            Arc::clone(&self.shared),
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -83,6 +83,12 @@ def check_identity(client, run_id, run_dir, record, label):
         ("volley.seed", str(record["seed"])),
     ]:
         check(f"{label}: tag {key} = {want}", tags.get(key) == want, tags.get(key))
+    commit = tags.get("mlflow.source.git.commit", "")
+    check(
+        f"{label}: tag mlflow.source.git.commit is a commit",
+        len(commit) == 40 and all(c in "0123456789abcdef" for c in commit),
+        commit,
+    )
     check(f"{label}: the MLflow run is named {record['name']}", run.info.run_name == record["name"], run.info.run_name)
     for key, want in [
         ("algorithm", record["algorithm"]),

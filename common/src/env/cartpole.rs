@@ -5,7 +5,7 @@
 
 use rand::Rng;
 
-use super::{ActionRef, Env, EnvRng, Space, Step};
+use super::{ActionRef, Env, EnvResult, EnvRng, Frame, Space, Step};
 
 const GRAVITY: f64 = 9.8;
 const MASS_CART: f64 = 1.0;
@@ -17,6 +17,14 @@ const FORCE_MAG: f64 = 10.0;
 const TAU: f64 = 0.02;
 const THETA_THRESHOLD: f64 = 12.0 * 2.0 * std::f64::consts::PI / 360.0;
 const X_THRESHOLD: f64 = 2.4;
+
+/// The observation's features, in order, as Gymnasium documents them.
+pub const FEATURES: [&str; 4] = [
+    "cart position",
+    "cart velocity",
+    "pole angle",
+    "pole angular velocity",
+];
 
 /// The cart-pole balancing task; state `[x, x_dot, theta, theta_dot]`.
 #[derive(Debug, Clone, Default)]
@@ -85,6 +93,59 @@ impl Env for CartPole {
                 || !(-THETA_THRESHOLD..=THETA_THRESHOLD).contains(&theta),
         }
     }
+
+    fn render(&mut self) -> EnvResult<Frame> {
+        Ok(draw(&self.state))
+    }
+}
+
+/// Gymnasium's drawing (`CartPoleEnv.render`, 600x400): a black cart on a black track
+/// line, a tan pole on a blue-grey axle, the track's width of 4.8 at 125 pixels per
+/// unit, the world's y axis up.
+fn draw(state: &[f64; 4]) -> Frame {
+    const W: f64 = 600.0;
+    const H: f64 = 400.0;
+    let scale = W / (X_THRESHOLD * 2.0);
+    let (pole_w, pole_len) = (10.0, scale * (2.0 * LENGTH));
+    let (cart_w, cart_h) = (50.0, 30.0);
+    let axle_offset = cart_h / 4.0;
+    let cart_y = 100.0;
+    let cart_x = state[0] * scale + W / 2.0;
+    // World pixels (y up) to frame pixels (y down).
+    let px = |x: f64, y: f64| (x, H - y);
+    let mut f = Frame::filled(W as u32, H as u32, [255, 255, 255]);
+    let (l, r, t, b) = (-cart_w / 2.0, cart_w / 2.0, cart_h / 2.0, -cart_h / 2.0);
+    let cart: Vec<(f64, f64)> = [(l, b), (l, t), (r, t), (r, b)]
+        .iter()
+        .map(|&(x, y)| px(x + cart_x, y + cart_y))
+        .collect();
+    f.fill_rect(
+        0,
+        (H - cart_y) as i64,
+        W as i64,
+        (H - cart_y) as i64 + 1,
+        [0, 0, 0],
+    );
+    f.fill_convex(&cart, [0, 0, 0]);
+    let (l, r, t, b) = (
+        -pole_w / 2.0,
+        pole_w / 2.0,
+        pole_len - pole_w / 2.0,
+        -pole_w / 2.0,
+    );
+    // pygame's Vector2.rotate_rad(-theta): the pole leans right for positive angles.
+    let (sin, cos) = (-state[2]).sin_cos();
+    let pole: Vec<(f64, f64)> = [(l, b), (l, t), (r, t), (r, b)]
+        .iter()
+        .map(|&(x, y)| {
+            let (rx, ry) = (x * cos - y * sin, x * sin + y * cos);
+            px(rx + cart_x, ry + cart_y + axle_offset)
+        })
+        .collect();
+    f.fill_convex(&pole, [202, 152, 101]);
+    let (ax, ay) = px(cart_x, cart_y + axle_offset);
+    f.fill_circle(ax, ay, pole_w / 2.0, [129, 132, 203]);
+    f
 }
 
 #[cfg(test)]
@@ -129,5 +190,21 @@ mod tests {
         let s = env.step(ActionRef::Discrete(1), &mut rng, &mut obs);
         assert!(s.terminated);
         assert_eq!(s.reward, 1.0);
+    }
+
+    #[test]
+    fn the_drawing_puts_the_cart_where_the_state_says() {
+        let pole = [202, 152, 101];
+        let f = draw(&[0.0, 0.0, 0.0, 0.0]);
+        assert_eq!((f.width, f.height), (600, 400));
+        // Cart centre (300, 300); the upright pole above it; background elsewhere.
+        assert_eq!(f.pixel(300, 300), [0, 0, 0]);
+        assert_eq!(f.pixel(300, 250), pole);
+        assert_eq!(f.pixel(100, 100), [255, 255, 255]);
+        // One unit right is 125 pixels right; a positive angle leans the pole right.
+        let g = draw(&[1.0, 0.0, 0.2, 0.0]);
+        assert_eq!(g.pixel(425, 300), [0, 0, 0]);
+        assert_eq!(g.pixel(300, 310), [255, 255, 255]);
+        assert_eq!(g.pixel(441, 215), pole);
     }
 }

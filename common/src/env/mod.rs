@@ -7,6 +7,7 @@
 //!   pool of worker threads without allocating per step;
 //! - [`cartpole`], [`platform`], [`mujoco`]: single-env simulators;
 //! - [`procgen`]: the 16 Procgen games through procgen's own vectorised C library;
+//! - [`render`]: [`Frame`]s, what an env looks like (RGB, rows top to bottom);
 //! - [`registry`]: env ids as users write them (`procgen:starpilot?num_levels=200`,
 //!   `Hopper-v5`, ...) and the one constructor, [`make_vec_env`].
 
@@ -17,6 +18,7 @@ pub mod pool;
 pub mod procgen;
 pub mod random;
 pub mod registry;
+pub mod render;
 pub mod space;
 pub mod threaded;
 
@@ -24,6 +26,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 pub use random::RandomActions;
 pub use registry::{make_vec_env, EnvId, VecEnvOptions};
+pub use render::Frame;
 pub use space::{ActionRef, Actions, ParamBox, Space};
 
 /// The random generator of one env: seeded per env, so the same seed gives the same
@@ -178,6 +181,9 @@ pub trait VecEnv: Send {
     fn time_limit(&self) -> Option<u32> {
         None
     }
+    /// What env `index` looks like now, before its next action: the state its current
+    /// observation shows (see [`render`] for the layout).
+    fn render(&mut self, index: usize) -> EnvResult<Frame>;
 }
 
 /// The outcome of one step of a single env.
@@ -199,4 +205,6 @@ pub trait Env: Send + 'static {
     fn reset(&mut self, rng: &mut EnvRng, obs: &mut [f32]);
     /// Applies one already-validated action and writes the next observation.
     fn step(&mut self, action: ActionRef<'_>, rng: &mut EnvRng, obs: &mut [f32]) -> Step;
+    /// What the env looks like now (see [`render`] for the layout).
+    fn render(&mut self) -> EnvResult<Frame>;
 }

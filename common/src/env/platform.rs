@@ -38,7 +38,7 @@
 use rand::Rng;
 use rand_distr::StandardNormal;
 
-use super::{ActionRef, Env, EnvRng, ParamBox, Space, Step};
+use super::{ActionRef, Env, EnvResult, EnvRng, Frame, ParamBox, Space, Step};
 
 // Platform constants (`Constants` in the original).
 const PLATFORM_HEIGHT: f64 = 40.0;
@@ -79,6 +79,31 @@ pub const PARAMETERS_MAX: [f64; 3] = [30.0, 720.0, 430.0];
 pub const ACTION_NAMES: [&str; 3] = ["run", "hop", "leap"];
 /// Length of the observation.
 pub const OBS_LEN: usize = 10;
+
+/// The observation's features, in order (the table above).
+pub const FEATURES: [&str; OBS_LEN] = [
+    "player x",
+    "player x velocity",
+    "enemy x",
+    "enemy x velocity",
+    "platform width",
+    "next platform width",
+    "gap to next platform",
+    "platform left x",
+    "height difference",
+    "sub-steps of last action",
+];
+
+/// The drawing's size: the reference's window (`SCREEN_WIDTH = TOTAL_WIDTH`,
+/// `SCREEN_HEIGHT = 300`).
+pub const FRAME_SIZE: (u32, u32) = (1035, 300);
+/// The reference draws the world 50 pixels above the window's bottom edge.
+const FRAME_LIFT: f64 = 50.0;
+const SKY: [u8; 3] = [196, 222, 242];
+const LEDGE: [u8; 3] = [120, 84, 52];
+const LEDGE_TOP: [u8; 3] = [86, 150, 64];
+const ENEMY: [u8; 3] = [200, 40, 40];
+const PLAYER: [u8; 3] = [40, 70, 200];
 
 /// `state + SHIFT` then `/ SCALE` gives the scaled features.
 const SHIFT: [f64; 9] = [SIZE_X, 0.0, 0.0, ENEMY_SPEED, 0.0, 0.0, 0.0, 0.0, 0.0];
@@ -496,6 +521,35 @@ impl Env for Platform {
         self.write_obs(obs);
         step
     }
+
+    /// The reference's picture (`_draw_render_state`) in flat colours instead of its
+    /// sprites: a 1035x300 window with the world's y axis up and lifted 50 pixels,
+    /// brown platforms (40 high, a green top) with sky in the gaps, red enemies and
+    /// the blue player, all 20x30 boxes whose lower-left corner is their position.
+    fn render(&mut self) -> EnvResult<Frame> {
+        let (w, h) = FRAME_SIZE;
+        let mut f = Frame::filled(w, h, SKY);
+        // World (x, y) to frame rows: y up, lifted.
+        let row = |y: f64| (f64::from(h) - (y + FRAME_LIFT)).round() as i64;
+        let rect = |f: &mut Frame, x: f64, y: f64, dx: f64, dy: f64, c: [u8; 3]| {
+            f.fill_rect(
+                x.round() as i64,
+                row(y + dy),
+                (x + dx).round() as i64,
+                row(y),
+                c,
+            );
+        };
+        for p in PLATFORMS {
+            rect(&mut f, p.x, LOWER_BOUND, p.width, PLATFORM_HEIGHT, LEDGE);
+            rect(&mut f, p.x, PLATFORM_HEIGHT - 4.0, p.width, 4.0, LEDGE_TOP);
+        }
+        for e in &self.enemies {
+            rect(&mut f, e.x, PLATFORM_HEIGHT, SIZE_X, SIZE_Y, ENEMY);
+        }
+        rect(&mut f, self.pos[0], self.pos[1], SIZE_X, SIZE_Y, PLAYER);
+        Ok(f)
+    }
 }
 
 #[cfg(test)]
@@ -661,5 +715,34 @@ mod tests {
         let m = v.iter().sum::<f64>() / n;
         let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0);
         (m, (var / n).sqrt())
+    }
+
+    #[test]
+    fn the_drawing_shows_platforms_gaps_enemies_and_the_player() {
+        let mut env = Platform::new();
+        let f = env.render().unwrap();
+        assert_eq!((f.width, f.height), FRAME_SIZE);
+        // Platforms fill rows 210..250; the first gap (x 250..475) is sky.
+        assert_eq!(f.pixel(100, 230), LEDGE);
+        assert_eq!(f.pixel(300, 230), SKY);
+        assert_eq!(f.pixel(1000, 230), LEDGE);
+        // The player stands on the first platform at x 0..20, rows 180..210; the
+        // enemies start at the right ends of the first two platforms.
+        assert_eq!(f.pixel(10, 195), PLAYER);
+        assert_eq!(f.pixel(240, 195), ENEMY);
+        assert_eq!(f.pixel(740, 195), ENEMY);
+        assert_eq!(f.pixel(100, 100), SKY);
+        let mut rng = EnvRng::seed_from_u64(0);
+        let mut obs = [0.0; OBS_LEN];
+        env.step(
+            ActionRef::Parameterised {
+                choice: 0,
+                params: &[20.0, 0.0, 0.0],
+            },
+            &mut rng,
+            &mut obs,
+        );
+        let g = env.render().unwrap();
+        assert_ne!(f, g, "the player moved");
     }
 }

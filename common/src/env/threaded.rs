@@ -113,6 +113,14 @@ impl<E: Env> VecEnv for ThreadedVecEnv<E> {
         self.max_steps
     }
 
+    fn render(&mut self, index: usize) -> EnvResult<super::Frame> {
+        let n = self.slots.len();
+        let slot = self.slots.get_mut(index).ok_or_else(|| {
+            EnvError::BadSettings(format!("no env {index} to render: there are {n}"))
+        })?;
+        slot.env.render()
+    }
+
     fn observation_space(&self) -> &Space {
         &self.obs_space
     }

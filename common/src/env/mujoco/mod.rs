@@ -547,6 +547,10 @@ impl MujocoEnv {
 }
 
 impl Env for MujocoEnv {
+    fn render(&mut self) -> EnvResult<super::Frame> {
+        Err(super::render::cannot_render("mujoco"))
+    }
+
     fn observation_space(&self) -> Space {
         Space::uniform_box(&[self.obs_len], f32::NEG_INFINITY, f32::INFINITY)
     }

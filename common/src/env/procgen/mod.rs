@@ -341,6 +341,10 @@ impl VecEnv for ProcgenVecEnv {
         Some(self.timeout)
     }
 
+    fn render(&mut self, _index: usize) -> EnvResult<super::Frame> {
+        Err(super::render::cannot_render("procgen"))
+    }
+
     fn observation_space(&self) -> &Space {
         &self.obs_space
     }

@@ -8,6 +8,10 @@
 //! warm-up), in the learner's evaluation and when a trained agent is played
 //! ([`Mode::Greedy`]: argmax, mean action, no noise).
 //!
+//! An agent also shows what its decisions were read from ([`Agent::decision`]): the
+//! network outputs behind an action as differentiable functions of the observations,
+//! which gradient feature importance and saliency maps explain.
+//!
 //! An agent also says which optional fields of a trajectory chunk its algorithm trains
 //! on ([`ChunkFields`]): the learner requires exactly those and the actor fills
 //! exactly those.
@@ -108,6 +112,24 @@ impl ActionBatch {
     }
 }
 
+/// What a decision was read from, as differentiable functions of the observations it
+/// was given (a float tensor; explanations ask for its gradient).
+#[derive(Debug)]
+pub struct Decision {
+    /// `[N, D]`, the outputs the action was read from: the chosen action's value
+    /// `Q(s, a)` for Q-learners (MP-DQN: with the parameter network's parameters), the
+    /// chosen action's log-probability for categorical policies (`D = 1`), the action
+    /// means for Gaussian and squashed-Gaussian policies (`D` = action dimensions).
+    pub outputs: Tensor,
+    /// `[N, K]`, the policy side of the networks: action values, logits or action
+    /// means (Greydanus et al.'s policy saliency compares these).
+    pub policy: Tensor,
+    /// `[N]`, the value side where the agent has one: the critic's `V(s)` for
+    /// actor-critics, `max_a Q(s, a)` for Q-learners; `None` for SAC's actor, whose
+    /// critics stay on the learner.
+    pub value: Option<Tensor>,
+}
+
 /// What acts for an algorithm: its networks (loaded with published weights) and its
 /// exploration.
 pub trait Agent: Send {
@@ -141,6 +163,30 @@ pub trait Agent: Send {
     fn epsilon(&self) -> Option<f64> {
         None
     }
+
+    /// What the actions `taken` for `obs` were read from ([`Decision`]), with
+    /// gradient: `obs` is a float tensor of the observations in env units (images
+    /// 0..255), `taken` what `act` returned for them.
+    fn decision(&self, obs: &Tensor, taken: &ActionBatch) -> NnResult<Decision>;
+}
+
+/// The chosen discrete actions of `taken` as a `[N, 1]` index tensor on `device`,
+/// checked against `n` rows and `k` actions.
+pub fn chosen(taken: &ActionBatch, n: i64, k: i64, device: Device) -> NnResult<Tensor> {
+    if taken.discrete.len() as i64 != n {
+        return Err(NnError::BadInput(format!(
+            "{} chosen actions for {n} observations",
+            taken.discrete.len()
+        )));
+    }
+    if let Some(a) = taken.discrete.iter().find(|&&a| !(0..k).contains(&a)) {
+        return Err(NnError::BadInput(format!(
+            "chosen action {a} is not one of the {k} actions"
+        )));
+    }
+    Ok(Tensor::f_from_slice(&taken.discrete)?
+        .f_view([n, 1])?
+        .f_to_device(device)?)
 }
 
 /// What an agent is built from.
@@ -175,8 +221,10 @@ impl AgentContext<'_> {
 }
 
 /// Everything an agent of a run is built from, as a run's learner knows it (and a
-/// `RegisterReply` carries it): the algorithm and its spec and exploration JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// `RegisterReply` carries it): the algorithm and its spec and exploration JSON. A run
+/// directory keeps it as `agent.json`, so a trained agent can be played without the
+/// learner.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct AgentRecipe {
     pub algorithm: String,
     pub spec_json: String,

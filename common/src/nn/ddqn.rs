@@ -25,7 +25,9 @@ use tch::{Device, Kind, Tensor};
 use super::spec::{ActionHead, ModelKind, ModelSpec};
 use super::torso::{prep_obs, Activation, Builder, Encoder};
 use super::{weights, Linear, NnError, NnResult};
-use crate::agent::{to_i64_vec, ActionBatch, Agent, AgentContext, ChunkFields, Mode, Progress};
+use crate::agent::{
+    chosen, to_i64_vec, ActionBatch, Agent, AgentContext, ChunkFields, Decision, Mode, Progress,
+};
 
 pub(crate) const WEIGHTS_MAGIC: &[u8; 4] = b"VLYQ";
 
@@ -327,6 +329,18 @@ impl<Q: ActionValues> Agent for EpsilonGreedyAgent<Q> {
 
     fn epsilon(&self) -> Option<f64> {
         self.explore.last_epsilon()
+    }
+
+    /// The chosen action's value; the value side is `max_a Q(s, a)`.
+    fn decision(&self, obs: &Tensor, taken: &ActionBatch) -> NnResult<Decision> {
+        let q = self.q.action_values(obs)?;
+        let size = q.size();
+        let a = chosen(taken, size[0], size[1], q.device())?;
+        Ok(Decision {
+            outputs: q.f_gather(1, &a, false)?,
+            value: Some(q.f_amax(&[1i64][..], false)?),
+            policy: q,
+        })
     }
 }
 

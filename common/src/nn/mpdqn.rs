@@ -50,7 +50,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use super::{weights, Linear, NnError, NnResult};
-use crate::agent::{to_f32_vec, ActionBatch, Agent, AgentContext, ChunkFields, Mode, Progress};
+use crate::agent::{
+    chosen, to_f32_vec, ActionBatch, Agent, AgentContext, ChunkFields, Decision, Mode, Progress,
+};
 use crate::env::Space;
 
 const WEIGHTS_MAGIC: &[u8; 4] = b"VLYM";
@@ -786,6 +788,22 @@ impl Agent for MpdqnAgent {
 
     fn epsilon(&self) -> Option<f64> {
         self.explored.then_some(self.explorer.epsilon)
+    }
+
+    /// The chosen choice's value `Q_k(s, x(s))` with the parameter network's
+    /// parameters (the gradient flows through both networks); the value side is
+    /// `max_k Q_k(s, x(s))`.
+    fn decision(&self, obs: &Tensor, taken: &ActionBatch) -> NnResult<Decision> {
+        let obs = obs.f_view([obs.size().first().copied().unwrap_or(0), -1])?;
+        let s = self.net.states(&obs.f_to_device(self.net.device())?)?;
+        let q = self.net.q_forward(&s, &self.net.param_forward(&s)?)?;
+        let size = q.size();
+        let a = chosen(taken, size[0], size[1], q.device())?;
+        Ok(Decision {
+            outputs: q.f_gather(1, &a, false)?,
+            value: Some(q.f_amax(&[1i64][..], false)?),
+            policy: q,
+        })
     }
 }
 

@@ -28,7 +28,8 @@ use super::spec::{ActionHead, ModelKind, ModelSpec};
 use super::torso::{prep_obs, Activation, Builder, Encoder};
 use super::{weights, Linear, NnError, NnResult};
 use crate::agent::{
-    to_f32_vec, to_i64_vec, ActionBatch, Agent, AgentContext, ChunkFields, Mode, Progress,
+    chosen, to_f32_vec, to_i64_vec, ActionBatch, Agent, AgentContext, ChunkFields, Decision, Mode,
+    Progress,
 };
 
 const WEIGHTS_MAGIC: &[u8; 4] = b"VLYW";
@@ -183,6 +184,12 @@ impl Policy {
         let head = self.actor_head.forward(&a)?;
         let value = self.critic_head.forward(&c)?.f_squeeze_dim(1)?;
         Ok((head, value))
+    }
+
+    /// The actor head's output (`[B, n]` logits or `[B, dim]` means) and the
+    /// critic's values `[B]`, with gradient (explanations differentiate these).
+    pub fn heads(&self, obs: &Tensor) -> NnResult<(Tensor, Tensor)> {
+        self.forward(obs)
     }
 
     /// Samples an action for each observation (no gradient).
@@ -356,6 +363,25 @@ impl Agent for ActorCriticAgent {
 
     fn values(&self, obs: &Tensor) -> NnResult<Vec<f32>> {
         to_f32_vec(&self.policy.value(obs)?)
+    }
+
+    /// Categorical: the chosen action's log-probability; Gaussian: the means.
+    fn decision(&self, obs: &Tensor, taken: &ActionBatch) -> NnResult<Decision> {
+        let (head, value) = self.policy.heads(obs)?;
+        let outputs = match self.policy.spec().action {
+            ActionHead::Categorical { n } => {
+                let rows = head.size()[0];
+                let a = chosen(taken, rows, n as i64, head.device())?;
+                head.f_log_softmax(-1, Kind::Float)?
+                    .f_gather(1, &a, false)?
+            }
+            ActionHead::Gaussian { .. } => head.shallow_clone(),
+        };
+        Ok(Decision {
+            outputs,
+            policy: head,
+            value: Some(value),
+        })
     }
 }
 

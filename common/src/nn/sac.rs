@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use super::{weights, Linear, NnError, NnResult};
-use crate::agent::{to_f32_vec, ActionBatch, Agent, AgentContext, ChunkFields, Mode, Progress};
+use crate::agent::{
+    to_f32_vec, ActionBatch, Agent, AgentContext, ChunkFields, Decision, Mode, Progress,
+};
 use crate::env::{Actions, EnvRng, RandomActions, Space};
 
 /// Lower bound of the actor's log standard deviation (CleanRL `LOG_STD_MIN`).
@@ -349,6 +351,11 @@ impl SacActor {
     /// gradient).
     pub fn act_deterministic(&self, obs: &Tensor) -> NnResult<Tensor> {
         let _guard = tch::no_grad_guard();
+        self.mean_action(obs)
+    }
+
+    /// `tanh(mean) scale + bias` `[B, dim]`, with gradient.
+    pub fn mean_action(&self, obs: &Tensor) -> NnResult<Tensor> {
         let (mean, _) = self.forward(obs)?;
         Ok(mean
             .f_tanh()?
@@ -541,6 +548,18 @@ impl Agent for SacAgent {
             Mode::Greedy => out.continuous = to_f32_vec(&self.actor.act_deterministic(&obs)?)?,
         }
         Ok(())
+    }
+
+    /// The squashed mean action `tanh(mean) scale + bias` (what greedy acting takes);
+    /// no value side (the critics stay on the learner).
+    fn decision(&self, obs: &Tensor, _taken: &ActionBatch) -> NnResult<Decision> {
+        let obs = obs.f_view([obs.size().first().copied().unwrap_or(0), -1])?;
+        let action = self.actor.mean_action(&obs)?;
+        Ok(Decision {
+            outputs: action.shallow_clone(),
+            policy: action,
+            value: None,
+        })
     }
 }
 

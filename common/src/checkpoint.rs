@@ -286,6 +286,36 @@ impl CheckpointStore {
         })
     }
 
+    /// The checkpoint of update `n`, verified; an error naming the ones there are
+    /// when it is not kept.
+    pub fn load_update(&self, n: u64) -> CheckpointResult<Loaded> {
+        let order = match fs::metadata(&self.dir) {
+            Ok(_) => self.list_numbered(UPDATE_PREFIX)?,
+            Err(_) => Vec::new(),
+        };
+        let Some((_, name)) = order.iter().find(|(k, _)| *k == n) else {
+            let kept: Vec<String> = order.iter().map(|(k, _)| k.to_string()).collect();
+            return Err(CheckpointError::Corrupt(format!(
+                "no checkpoint of update {n} in {}: kept are {}",
+                self.dir.display(),
+                if kept.is_empty() {
+                    "none".to_string()
+                } else {
+                    kept.join(", ")
+                }
+            )));
+        };
+        let path = self.dir.join(name);
+        let files = verify(&path, name).map_err(CheckpointError::Corrupt)?;
+        Ok(Loaded {
+            path,
+            name: name.clone(),
+            updates: Some(n),
+            files,
+            refused: Vec::new(),
+        })
+    }
+
     /// Replaces the best checkpoint atomically with `files` (see the module docs).
     /// Returns `checkpoints/best`, the path readers use.
     pub fn save_best(&self, files: &[(&str, &[u8])]) -> CheckpointResult<PathBuf> {
@@ -611,32 +641,16 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Che
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A fresh folder under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
+    use crate::testing::TempDir;
 
-    impl TempDir {
-        fn new() -> TempDir {
-            static COUNTER: AtomicUsize = AtomicUsize::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "volley-checkpoint-test-{}-{}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).unwrap();
-            TempDir(path)
-        }
-
-        fn store(&self, keep: usize) -> CheckpointStore {
-            CheckpointStore::new(self.0.join("checkpoints"), keep)
-        }
+    trait Store {
+        fn store(&self, keep: usize) -> CheckpointStore;
     }
 
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
+    impl Store for TempDir {
+        fn store(&self, keep: usize) -> CheckpointStore {
+            CheckpointStore::new(self.0.join("checkpoints"), keep)
         }
     }
 

@@ -43,6 +43,7 @@ pub mod algorithms;
 pub mod checkpoint;
 pub mod config;
 pub mod crc32c;
+pub mod dataset;
 pub mod deps;
 pub mod env;
 pub mod nn;

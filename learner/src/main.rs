@@ -309,6 +309,7 @@ fn run(cli: Cli) -> Result<()> {
         (r.record().name.clone(), r.record().id.clone())
     };
     // TensorBoard, MLflow, the figures.
+    run_dir.write_agent(&recipe)?;
     let tracking = Tracking::start(&cfg, &mut run_dir)?;
     let info = run_info(&cfg, &run_name, &recipe, fields, &obs_space, &act_space)?;
 

@@ -76,6 +76,17 @@ impl RunDir {
         })
     }
 
+    /// Writes `agent.json`: what the run's agent is built from (the play and
+    /// explain commands read it). Rewritten on resume, so runs made before it
+    /// existed get one.
+    pub fn write_agent(&self, recipe: &volley_common::agent::AgentRecipe) -> Result<()> {
+        let path = self.path.join(crate::runs::AGENT);
+        let text = serde_json::to_vec_pretty(recipe)?;
+        let tmp = path.with_extension("json.tmp");
+        fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+        fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+    }
+
     /// The run's record (`run.json`).
     pub fn recorder(&self) -> Arc<Mutex<Recorder>> {
         Arc::clone(&self.recorder)

@@ -29,6 +29,8 @@ use serde::{Deserialize, Serialize};
 
 /// The file of a run's record in its directory.
 pub const RECORD: &str = "run.json";
+/// What a run's agent is built from ([`volley_common::agent::AgentRecipe`]).
+pub const AGENT: &str = "agent.json";
 const FORMAT: u32 = 1;
 /// A running record older than this reads as lost.
 const LOST_AFTER: Duration = Duration::from_secs(600);

@@ -47,6 +47,18 @@ impl Family {
 }
 
 impl EnvId {
+    /// The names of the observation's features, in order, for vector observations
+    /// (empty for images): what feature importance is reported by.
+    pub fn feature_names(&self) -> Vec<String> {
+        let named = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        match self {
+            EnvId::CartPole => named(&super::cartpole::FEATURES),
+            EnvId::Platform => named(&super::platform::FEATURES),
+            EnvId::Mujoco(_) => Vec::new(),
+            EnvId::Procgen(_) => Vec::new(),
+        }
+    }
+
     pub fn family(&self) -> Family {
         match self {
             EnvId::Procgen(_) => Family::Procgen,

@@ -1,5 +1,6 @@
 //! `volley-runs`: the runs of a folder (`runs/` by default), as users look for them:
-//! list them, show one, find one's directory, plot and compare them.
+//! list them, show one, find one's directory, plot and compare them, play and explain
+//! their trained agents.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,13 +8,15 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use volley_learner::plot;
+
+mod play;
 use volley_learner::runs::{self, FoundRun};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "volley-runs",
     version,
-    about = "volley's runs: list, show, find, plot and compare them"
+    about = "volley's runs: list, show, find, plot and compare them; play and explain their agents"
 )]
 struct Cli {
     /// The folder of runs (a run.dir).
@@ -77,6 +80,11 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         smooth: usize,
     },
+    /// Plays a run's trained agent: N episodes at once with the run's env settings
+    /// (by default its evaluation's seed, episodes and step limit, greedy), prints
+    /// each episode's return and length and a JSON summary; --record keeps every
+    /// transition in a safetensors file.
+    Play(play::PlayCommand),
     /// Sends a finished run to an MLflow tracking server after the fact: params, tags,
     /// every metrics line, artifacts and status. Completes the MLflow run its record
     /// names (sending only what that run lacks), or makes a new one; prints its id.
@@ -142,6 +150,7 @@ fn run(cli: Cli) -> Result<()> {
             let files = plot::draw_comparison(&groups, &out, metric, smooth)?;
             out_files(&files, &mut text);
         }
+        Command::Play(cmd) => text = play::run(&cli.dir, &cmd)?,
         Command::MlflowExport {
             run,
             uri,

@@ -396,9 +396,10 @@ pub fn play(
                 );
             }
             if batch.done(i) {
+                // The env's own statistics, as the evaluation records them.
                 done[i] = Some(Episode {
-                    ret: ret[i],
-                    length: len[i],
+                    ret: f64::from(batch.episode_return[i]),
+                    length: batch.episode_length[i],
                     cut: false,
                 });
                 if i == 0 {

@@ -6,7 +6,9 @@
 //!
 //! Targets: PPO, Double DQN and Split-Q solve CartPole-v1 (475 of 500), A2C reaches
 //! 400, SAC 500 on Hopper-v5 (a random policy scores about 18), MP-DQN 0.6 on Platform
-//! (random: about 0.15).
+//! (random: about 0.15). The CartPole PPO and the Platform runs then play their best
+//! checkpoint with `volley-runs play`, which must give back what their evaluation
+//! recorded.
 
 mod support;
 
@@ -21,6 +23,7 @@ fn ppo_solves_cartpole() {
     let _a0 = start_actor(&run, "actor-0", free_port());
     let _a1 = start_actor(&run, "actor-1", free_port());
     learns(&run, "ppo cartpole", 475.0, Duration::from_secs(600));
+    plays_like_its_evaluation(&run, "ppo cartpole");
 }
 
 #[test]
@@ -99,4 +102,5 @@ fn mpdqn_reaches_0_6_on_platform() {
     let eps = metric(m0, "volley_explore_epsilon").unwrap_or(1.0);
     assert!(eps < 0.5, "actor epsilon still {eps}");
     assert!(metric(run.metrics_port, "volley_mpdqn_q_loss").is_some());
+    plays_like_its_evaluation(&run, "mpdqn platform");
 }

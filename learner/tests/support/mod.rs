@@ -366,3 +366,67 @@ pub fn replay_ratio(run: &Run) -> f64 {
         .and_then(|u| u["replay_ratio"].as_f64())
         .unwrap_or(0.0)
 }
+
+/// `volley-runs play <run dir> --json <args>`: the summary.
+pub fn play_json(run: &Run, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(bin("volley-runs"))
+        .arg("play")
+        .arg(&run.dir)
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run volley-runs play");
+    assert!(
+        out.status.success(),
+        "volley-runs play failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("play prints a JSON summary")
+}
+
+/// The best checkpoint of `run`, played by `volley-runs play`: at the run's own
+/// evaluation seed it gives back the returns its evaluation recorded (the same
+/// episodes: greedy acting and the envs are deterministic); at another seed, with
+/// twice the episodes, its mean return is within noise of the evaluation's (four
+/// standard errors of the difference, plus 5% of the evaluation's mean for
+/// evaluations with no spread).
+pub fn plays_like_its_evaluation(run: &Run, what: &str) {
+    let same = play_json(run, &[]);
+    let returns = |v: &serde_json::Value, key: &str| -> Vec<f64> {
+        v[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: no {key} in {v}"))
+            .iter()
+            .map(|x| x.as_f64().expect("a return is a number"))
+            .collect()
+    };
+    let (played, evaluated) = (returns(&same, "returns"), returns(&same, "eval_returns"));
+    assert_eq!(played.len(), evaluated.len(), "{what}: {same}");
+    for (p, e) in played.iter().zip(&evaluated) {
+        assert!(
+            (p - e).abs() <= 1e-5 * e.abs().max(1.0),
+            "{what}: played {played:?}, its evaluation recorded {evaluated:?}"
+        );
+    }
+    let n = evaluated.len();
+    let other = play_json(
+        run,
+        &["--seed", "424242", "--episodes", &(2 * n).to_string()],
+    );
+    let again = returns(&other, "returns");
+    let stats = |v: &[f64]| {
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() as f64 - 1.0).max(1.0);
+        (m, var / v.len() as f64)
+    };
+    let ((me, se2), (mp, sp2)) = (stats(&evaluated), stats(&again));
+    let bound = 4.0 * (se2 + sp2).sqrt() + 0.05 * me.abs();
+    eprintln!(
+        "{what}: play at the evaluation's seed gave its {n} returns back; at another seed {} episodes mean {mp:.3} vs the evaluation's {me:.3} (bound {bound:.3})",
+        again.len()
+    );
+    assert!(
+        (mp - me).abs() <= bound,
+        "{what}: played at another seed {mp:.3} (returns {again:?}), the evaluation {me:.3} ({evaluated:?}): more than {bound:.3} apart"
+    );
+}

@@ -41,11 +41,14 @@
 //! EGL context made on the env's first `render` call and freed with the env ([`render`]
 //! has the camera and why mujoco-rs's renderer is not used; [`egl`] the context). Rendering
 //! needs `libEGL.so.1` and an OpenGL driver (Mesa's software llvmpipe will do); where they
-//! are missing only `render` fails, naming `deploy/setup.sh`.
+//! are missing only `render` fails, naming `deploy/setup.sh`. [`feature_names`] names the
+//! observation elements.
 
 mod egl;
+mod features;
 mod render;
 
+pub use features::{feature_names, ANT_BODIES};
 pub use render::{HEIGHT as FRAME_HEIGHT, WIDTH as FRAME_WIDTH};
 
 use std::fmt;
@@ -317,6 +320,11 @@ impl MujocoEnv {
 
     pub fn task(&self) -> MujocoTask {
         self.task
+    }
+
+    /// The name of every observation element, in order (see [`feature_names`]).
+    pub fn feature_names(&self) -> Vec<String> {
+        feature_names(self.task)
     }
 
     /// Which OpenGL renderer on which EGL display draws this env's frames, once the first
@@ -1077,6 +1085,47 @@ mod tests {
             assert!(venv.render(2).is_err(), "there is no env 2");
             eprintln!("{}: {}", task.id(), path.display());
         }
+    }
+
+    #[test]
+    fn feature_names_cover_the_observation() {
+        for task in MujocoTask::ALL {
+            let e = env(task);
+            let names = e.feature_names();
+            assert_eq!(names.len(), e.obs_len(), "{}", task.id());
+            let mut unique = names.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), names.len(), "{}: names repeat", task.id());
+        }
+        // Ant's body labels start with the model's body names where bodies have one.
+        let ant = env(MujocoTask::Ant);
+        let m = ant.model().ffi();
+        assert_eq!(usize::try_from(m.nbody).ok(), Some(ANT_BODIES.len() + 1));
+        for (i, label) in ANT_BODIES.iter().enumerate() {
+            // SAFETY: body ids 1..nbody are valid; mj_id2name returns null or a NUL-terminated
+            // name owned by the model.
+            let name = unsafe {
+                let p = ffi::mj_id2name(m, ffi::mjtObj::mjOBJ_BODY as i32, (i + 1) as i32);
+                if p.is_null() {
+                    String::new()
+                } else {
+                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+                }
+            };
+            assert!(
+                label.starts_with(&name),
+                "body {}: {label} vs {name}",
+                i + 1
+            );
+        }
+        let names = feature_names(MujocoTask::Ant);
+        assert_eq!(
+            names[27],
+            "external torque x on the torso (cfrc_ext, clipped to ±1)"
+        );
+        assert!(names[104].contains("force z on the ankle_4"));
+        assert_eq!(feature_names(MujocoTask::Hopper)[1], "angle of the torso");
     }
 
     #[test]

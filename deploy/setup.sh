@@ -7,7 +7,8 @@
 #   procgen 0.10.7 (PyPI wheel)       libenv.so and its assets, loaded at run time
 #   mujoco 3.17.0  (PyPI wheel)       libmujoco.so for mujoco-rs =7.0.0
 #   gymnasium 1.4.0 (PyPI wheel)      the MuJoCo v5 XML models
-#   system libraries (Debian packages) that libenv.so needs
+#   system libraries (Debian packages) that libenv.so needs, and EGL with Mesa's
+#                                     OpenGL for drawing MuJoCo frames without a display
 #   fonts-dejavu-core (Debian)        the plots' font, unless a DejaVuSans.ttf is here
 #
 # Idempotent: each step leaves a stamp and is skipped when it is there.
@@ -86,6 +87,13 @@ have_lib 'libglib-2.0.so.0' || need_pkgs+=(libglib2.0-0)
 have_lib 'libgthread-2.0.so.0' || need_pkgs+=(libglib2.0-0)
 have_lib 'libz.so.1' || need_pkgs+=(zlib1g)
 have_lib 'libstdc++.so.6' || need_pkgs+=(libstdc++6)
+# MuJoCo frames are drawn headless on EGL (common/src/env/mujoco/egl.rs loads libEGL.so.1
+# at run time): libglvnd's libEGL, Mesa's EGL vendor library and its OpenGL drivers
+# (llvmpipe renders on the CPU where there is no GPU).
+have_lib 'libEGL.so.1' || need_pkgs+=(libegl1)
+have_lib 'libEGL_mesa.so.0' || need_pkgs+=(libegl-mesa0)
+have_dri() { [ -n "$(find /usr/lib /usr/lib64 -name swrast_dri.so -print -quit 2>/dev/null)" ]; }
+have_dri || need_pkgs+=(libgl1-mesa-dri)
 "$PY" -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 # The plots draw their text with a TrueType font found at run time (learner/src/plot/font.rs).
 have_font() {

@@ -81,7 +81,7 @@ pub fn run(opts: RunOptions, stop: Arc<AtomicBool>) -> Result<()> {
         .context("the learner sent an env id this actor cannot run")?;
     let num_envs = (reply.num_envs as usize).max(1);
     let threads = opts.threads.unwrap_or(reply.env_threads as usize).max(1);
-    let mut env = make_vec_env(&env_id, VecEnvOptions { num_envs, threads })?;
+    let mut env = make_vec_env(&env_id, VecEnvOptions::new(num_envs, threads))?;
     let mut agent = build_agent(
         &reply.algorithm,
         &AgentContext {

@@ -51,6 +51,7 @@ pub fn catalogue() -> Catalogue {
                 VecEnvOptions {
                     num_envs: 1,
                     threads: 1,
+                    render: false,
                 },
             ) {
                 Ok(env) => (
@@ -109,7 +110,7 @@ pub fn random_policy(
     threads: usize,
 ) -> EnvResult<RandomStats> {
     let num_envs = num_envs.clamp(1, episodes.max(1));
-    let mut env = make_vec_env(id, VecEnvOptions { num_envs, threads })?;
+    let mut env = make_vec_env(id, VecEnvOptions::new(num_envs, threads))?;
     let quota: Vec<usize> = (0..num_envs)
         .map(|i| episodes / num_envs + usize::from(i < episodes % num_envs))
         .collect();
@@ -172,7 +173,7 @@ const ACTION_BATCHES: usize = 64;
 /// Steps `num_envs` envs on `threads` threads with random actions for about
 /// `seconds`, after a short warm-up, and reports env steps per second.
 pub fn bench(id: &EnvId, num_envs: usize, threads: usize, seconds: f64) -> EnvResult<BenchResult> {
-    let mut env = make_vec_env(id, VecEnvOptions { num_envs, threads })?;
+    let mut env = make_vec_env(id, VecEnvOptions::new(num_envs, threads))?;
     let mut rng = EnvRng::seed_from_u64(7);
     let mut pool: Vec<RandomActions> = (0..ACTION_BATCHES)
         .map(|_| RandomActions::new(env.action_space(), num_envs))

@@ -299,6 +299,7 @@ fn spaces_and_registry() {
     let opts = volley_common::env::VecEnvOptions {
         num_envs: 3,
         threads: 2,
+        render: false,
     };
     let env = volley_common::env::make_vec_env(&id, opts).unwrap();
     assert_eq!(env.observation_space().describe(), "Image(64x64x3 u8)");

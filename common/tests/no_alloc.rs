@@ -47,6 +47,7 @@ fn stepping_allocates_nothing() {
             VecEnvOptions {
                 num_envs: 8,
                 threads: 2,
+                render: false,
             },
         )
         .unwrap_or_else(|e| panic!("cannot build {id}: {e} (did deploy/setup.sh run?)"));

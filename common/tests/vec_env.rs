@@ -13,7 +13,7 @@ const FAMILIES: [&str; 4] = ["CartPole-v1", "Hopper-v5", "platform", "procgen:co
 
 fn make(id: &str, num_envs: usize, threads: usize) -> Box<dyn VecEnv> {
     let id: EnvId = id.parse().expect("valid id");
-    make_vec_env(&id, VecEnvOptions { num_envs, threads })
+    make_vec_env(&id, VecEnvOptions::new(num_envs, threads))
         .unwrap_or_else(|e| panic!("cannot build {id}: {e} (did deploy/setup.sh run?)"))
 }
 

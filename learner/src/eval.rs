@@ -98,6 +98,7 @@ impl Evaluator {
             VecEnvOptions {
                 num_envs: cfg.episodes.max(1),
                 threads: 1,
+                render: false,
             },
         )
         .with_context(|| format!("cannot make the evaluation envs of {env_id}"))?;

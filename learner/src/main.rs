@@ -204,6 +204,7 @@ fn run(cli: Cli) -> Result<()> {
         VecEnvOptions {
             num_envs: 1,
             threads: 1,
+            render: false,
         },
     )
     .with_context(|| format!("cannot make env {env_id}"))?;

@@ -124,12 +124,28 @@ impl FromStr for EnvId {
     }
 }
 
-/// How many envs to run and on how many threads.
+/// How many envs to run, on how many threads, and how they draw frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VecEnvOptions {
     pub num_envs: usize,
     /// Worker threads, the caller's included.
     pub threads: usize,
+    /// Procgen only: make the games with libenv's `render_human`, so that
+    /// [`VecEnv::render`] draws 512x512 frames instead of returning the 64x64 observation
+    /// (see [`super::procgen`]). The other envs always draw full-size frames and ignore it.
+    /// Off by default ([`VecEnvOptions::new`]).
+    pub render: bool,
+}
+
+impl VecEnvOptions {
+    /// `num_envs` envs on `threads` threads, `render` off.
+    pub fn new(num_envs: usize, threads: usize) -> Self {
+        VecEnvOptions {
+            num_envs,
+            threads,
+            render: false,
+        }
+    }
 }
 
 fn threaded<E: Env>(envs: Vec<E>, threads: usize) -> EnvResult<Box<dyn VecEnv>> {
@@ -146,7 +162,12 @@ pub fn make_vec_env(id: &EnvId, opts: VecEnvOptions) -> EnvResult<Box<dyn VecEnv
     }
     let n = opts.num_envs;
     match id {
-        EnvId::Procgen(cfg) => Ok(Box::new(ProcgenVecEnv::new(cfg, n, opts.threads)?)),
+        EnvId::Procgen(cfg) => Ok(Box::new(ProcgenVecEnv::with_render(
+            cfg,
+            n,
+            opts.threads,
+            opts.render,
+        )?)),
         EnvId::Mujoco(task) => threaded(MujocoEnv::batch(*task, n)?, opts.threads),
         EnvId::Platform => threaded((0..n).map(|_| Platform::new()).collect(), opts.threads),
         EnvId::CartPole => threaded(vec![CartPole::default(); n], opts.threads),

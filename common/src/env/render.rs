@@ -147,6 +147,22 @@ impl Frame {
     }
 }
 
+/// Writes `frame` as `<temp dir>/render/<name>` (a PNG), for looking at frames that tests
+/// draw; returns the path.
+#[cfg(test)]
+pub(crate) fn save_png(frame: &Frame, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join("render");
+    std::fs::create_dir_all(&dir).expect("create the frames folder");
+    let path = dir.join(name);
+    let file = std::fs::File::create(&path).expect("create the png");
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), frame.width, frame.height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut w = enc.write_header().expect("png header");
+    w.write_image_data(&frame.rgb).expect("png data");
+    path
+}
+
 /// The error of an env that has no picture.
 pub fn cannot_render(what: &str) -> EnvError {
     EnvError::BadSettings(format!("{what} cannot render frames"))

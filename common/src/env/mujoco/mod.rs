@@ -36,6 +36,20 @@
 //! Reset: `mj_resetData`, then `qpos = qpos0 + noise`, `qvel = noise` and `mj_forward`
 //! (Gymnasium's `set_state`). The noise comes from the env's own [`EnvRng`], so the
 //! streams differ from NumPy's while the distributions are the same.
+//!
+//! Frames ([`Env::render`]): 480x480, drawn by MuJoCo's own OpenGL renderer on a headless
+//! EGL context made on the env's first `render` call and freed with the env ([`render`]
+//! has the camera and why mujoco-rs's renderer is not used; [`egl`] the context). Rendering
+//! needs `libEGL.so.1` and an OpenGL driver (Mesa's software llvmpipe will do); where they
+//! are missing only `render` fails, naming `deploy/setup.sh`. [`feature_names`] names the
+//! observation elements.
+
+mod egl;
+mod features;
+mod render;
+
+pub use features::{feature_names, ANT_BODIES};
+pub use render::{HEIGHT as FRAME_HEIGHT, WIDTH as FRAME_WIDTH};
 
 use std::fmt;
 use std::ops::Add;
@@ -55,6 +69,8 @@ const MAX_EPISODE_STEPS: u32 = 1000;
 /// The body whose x position Ant's velocity is measured from (Gymnasium's `main_body=1`,
 /// the torso).
 const ANT_MAIN_BODY: usize = 1;
+/// The torso's body id in all three models, which the camera follows.
+const TORSO_BODY: usize = 1;
 /// MuJoCo's full integration state: time, qpos, qvel, act, history, warm start, ctrl,
 /// applied forces, equality flags, mocap, user data and plugin state
 /// (`mjSTATE_INTEGRATION`).
@@ -170,6 +186,8 @@ pub struct MujocoEnv {
     /// Bounds of the action space: the actuators' `ctrlrange`, as Gymnasium builds it.
     action_low: Vec<f32>,
     action_high: Vec<f32>,
+    /// MuJoCo's renderer and its GL context, made by the first `render` call.
+    renderer: Option<render::Renderer>,
 }
 
 impl fmt::Debug for MujocoEnv {
@@ -256,9 +274,9 @@ impl MujocoEnv {
         let nv = usize_of(m.nv, "nv")?;
         let nu = usize_of(m.nu, "nu")?;
         let nbody = usize_of(m.nbody, "nbody")?;
-        // What the indexing below relies on: x, z and angle (or x, y, z) in qpos, Ant's
-        // torso body, and sums short enough for `numpy_sum`.
-        let too_small = nq < 3 || (task == MujocoTask::Ant && nbody <= ANT_MAIN_BODY);
+        // What the indexing below relies on: x, z and angle (or x, y, z) in qpos, a torso
+        // body (Ant's main body, the camera's), and sums short enough for `numpy_sum`.
+        let too_small = nq < 3 || nbody <= ANT_MAIN_BODY.max(TORSO_BODY);
         if too_small || nu == 0 || nu > PAIRWISE_BLOCK || 6 * nbody > PAIRWISE_BLOCK {
             return Err(EnvError::Native(format!(
                 "the model of {} does not have the expected shape (nq {nq}, nu {nu}, nbody {nbody})",
@@ -294,6 +312,7 @@ impl MujocoEnv {
             state_size,
             action_low,
             action_high,
+            renderer: None,
         };
         env.x_before = env.current_x();
         Ok(env)
@@ -301,6 +320,17 @@ impl MujocoEnv {
 
     pub fn task(&self) -> MujocoTask {
         self.task
+    }
+
+    /// The name of every observation element, in order (see [`feature_names`]).
+    pub fn feature_names(&self) -> Vec<String> {
+        feature_names(self.task)
+    }
+
+    /// Which OpenGL renderer on which EGL display draws this env's frames, once the first
+    /// frame was drawn.
+    pub fn render_device(&self) -> Option<&str> {
+        self.renderer.as_ref().map(render::Renderer::about)
     }
 
     /// Elements of one observation.
@@ -547,8 +577,23 @@ impl MujocoEnv {
 }
 
 impl Env for MujocoEnv {
+    /// The current state as Gymnasium's `render_mode="rgb_array"` draws it, with the camera
+    /// following the torso (see [`render`]). The first call makes the GL context.
     fn render(&mut self) -> EnvResult<super::Frame> {
-        Err(super::render::cannot_render("mujoco"))
+        if self.renderer.is_none() {
+            self.renderer = Some(render::Renderer::new(self.task, self.data.model())?);
+        }
+        let d = self.data.ffi();
+        // SAFETY: mjData holds `3 * nbody` body positions and nbody > 1 (checked in `new`).
+        let torso = unsafe { std::slice::from_raw_parts(d.xpos.add(3 * TORSO_BODY), 3) };
+        let torso = [torso[0], torso[1], torso[2]];
+        let (m, d) = self.raw();
+        let Some(renderer) = self.renderer.as_mut() else {
+            unreachable!("made above")
+        };
+        // SAFETY: `m` and `d` are this env's live model, the one the renderer was made for,
+        // and its data.
+        unsafe { renderer.render(m, d, torso) }
     }
 
     fn observation_space(&self) -> Space {
@@ -682,6 +727,7 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
+    use crate::env::Frame;
 
     fn env(task: MujocoTask) -> MujocoEnv {
         match MujocoEnv::batch(task, 1) {
@@ -828,6 +874,258 @@ mod tests {
         assert_eq!(obs_a, obs_b);
         assert_eq!(a.integration_state(), b.integration_state());
         assert_eq!(a.x_before(), b.x_before());
+    }
+
+    /// Pixels that show the robot or its reflection: Gymnasium's geoms are orange-brown
+    /// (red over green over blue), the floor black or grey-green, the sky blue-grey.
+    fn robot_pixels(f: &Frame) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        for y in 0..f.height {
+            for x in 0..f.width {
+                let [r, g, b] = f.pixel(x, y).map(i32::from);
+                if r > 60 && r > g + 20 && g > b + 10 {
+                    out.push((x, y));
+                }
+            }
+        }
+        out
+    }
+
+    /// The robot's pixel count and mean column as a fraction of the width.
+    fn robot_column(f: &Frame) -> (usize, f64) {
+        let px = robot_pixels(f);
+        let n = px.len().max(1);
+        let mean = px.iter().map(|p| f64::from(p.0)).sum::<f64>() / n as f64;
+        (px.len(), mean / f64::from(f.width))
+    }
+
+    fn distinct_colours(f: &Frame) -> usize {
+        let mut c: Vec<&[u8]> = f.rgb.chunks_exact(3).collect();
+        c.sort_unstable();
+        c.dedup();
+        c.len()
+    }
+
+    /// Pixels that differ between two frames of one size.
+    fn differing(a: &Frame, b: &Frame) -> usize {
+        a.rgb
+            .chunks_exact(3)
+            .zip(b.rgb.chunks_exact(3))
+            .filter(|(p, q)| p != q)
+            .count()
+    }
+
+    fn mean_rgb(f: &Frame, rows: std::ops::Range<u32>) -> [f64; 3] {
+        let mut sum = [0.0; 3];
+        let mut n = 0.0;
+        for y in rows {
+            for x in 0..f.width {
+                let p = f.pixel(x, y);
+                for c in 0..3 {
+                    sum[c] += f64::from(p[c]);
+                }
+                n += 1.0;
+            }
+        }
+        sum.map(|s| s / n)
+    }
+
+    fn render(env: &mut MujocoEnv) -> Frame {
+        env.render()
+            .unwrap_or_else(|e| panic!("{} cannot render: {e}", env.task().id()))
+    }
+
+    fn assert_robot_centred(f: &Frame, what: &str) {
+        let (n, col) = robot_column(f);
+        assert!(n > 2000, "{what}: only {n} robot pixels");
+        assert!(
+            (0.4..0.6).contains(&col),
+            "{what}: robot at {col} of the width"
+        );
+    }
+
+    #[test]
+    fn hopper_frames_show_sky_floor_and_the_robot_in_the_middle() {
+        let mut env = env(MujocoTask::Hopper);
+        let mut obs = vec![0.0f32; env.obs_len()];
+        env.reset(&mut EnvRng::seed_from_u64(1), &mut obs);
+        let t = std::time::Instant::now();
+        let f = render(&mut env);
+        let first = t.elapsed();
+        let path = crate::env::render::save_png(&f, "hopper.png");
+        assert_eq!((f.width, f.height), (480, 480));
+        assert!(
+            distinct_colours(&f) > 1000,
+            "{} colours",
+            distinct_colours(&f)
+        );
+        // Sky (the blue-grey gradient skybox) at the top: blue over red, no checker.
+        let top = mean_rgb(&f, 0..10);
+        assert!(top[2] > top[0] + 10.0 && top[2] > 40.0, "top rows {top:?}");
+        // The checkered floor at the bottom: both black and light squares.
+        let (mut dark, mut light) = (0, 0);
+        for y in 400..480 {
+            for x in 0..480 {
+                let p = f.pixel(x, y);
+                let lum = (u32::from(p[0]) + u32::from(p[1]) + u32::from(p[2])) / 3;
+                dark += usize::from(lum < 50);
+                light += usize::from(lum > 150);
+            }
+        }
+        assert!(
+            dark > 5000 && light > 5000,
+            "floor: {dark} dark, {light} light pixels"
+        );
+        assert_robot_centred(&f, "hopper at reset");
+        // The same state draws the same picture.
+        let t = std::time::Instant::now();
+        let again = render(&mut env);
+        let later = t.elapsed();
+        assert!(again == f, "{} pixels differ", differing(&again, &f));
+        eprintln!(
+            "hopper: {} ({}); first frame {first:?}, next {later:?}",
+            path.display(),
+            env.render_device().unwrap_or("?")
+        );
+    }
+
+    #[test]
+    fn frames_follow_the_state_and_the_camera_follows_the_torso() {
+        let mut env = env(MujocoTask::Hopper);
+        let mut obs = vec![0.0f32; env.obs_len()];
+        let mut rng = EnvRng::seed_from_u64(2);
+        env.reset(&mut rng, &mut obs);
+        let f0 = render(&mut env);
+        for _ in 0..15 {
+            env.step(ActionRef::Continuous(&[1.0, -1.0, 1.0]), &mut rng, &mut obs);
+        }
+        let f1 = render(&mut env);
+        assert!(
+            differing(&f0, &f1) > 2000,
+            "{} pixels differ",
+            differing(&f0, &f1)
+        );
+        // Five metres along x: a fixed camera would show no robot; this one follows.
+        let (mut qpos, qvel) = (env.qpos().to_vec(), env.qvel().to_vec());
+        qpos[0] += 5.0;
+        env.set_state(&qpos, &qvel)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let f2 = render(&mut env);
+        assert_robot_centred(&f2, "hopper 5 m along");
+        let (n1, _) = robot_column(&f1);
+        let (n2, _) = robot_column(&f2);
+        assert!(
+            n1.abs_diff(n2) < n1 / 5,
+            "same pose, {n1} vs {n2} robot pixels"
+        );
+        // The robot is drawn alike, the floor under it moved.
+        assert!(differing(&f1, &f2) > 2000, "the floor did not move");
+    }
+
+    #[test]
+    fn envs_render_on_any_thread_and_apart() {
+        let mut a = env(MujocoTask::Hopper);
+        let mut b = env(MujocoTask::Hopper);
+        let mut obs = vec![0.0f32; a.obs_len()];
+        a.reset(&mut EnvRng::seed_from_u64(3), &mut obs);
+        b.reset(&mut EnvRng::seed_from_u64(4), &mut obs);
+        for _ in 0..10 {
+            b.step(
+                ActionRef::Continuous(&[-1.0, 1.0, -1.0]),
+                &mut EnvRng::seed_from_u64(0),
+                &mut obs,
+            );
+        }
+        // Both at once, each on its own thread, then each again on this thread.
+        let (fa, fb) = std::thread::scope(|s| {
+            let ta = s.spawn(|| render(&mut a));
+            let tb = s.spawn(|| render(&mut b));
+            (ta.join().expect("thread a"), tb.join().expect("thread b"))
+        });
+        assert!(render(&mut a) == fa, "a differs across threads");
+        assert!(render(&mut b) == fb, "b differs across threads");
+        assert!(differing(&fa, &fb) > 1000);
+        // Dropped on another thread than the one that made its context.
+        std::thread::spawn(move || drop(a))
+            .join()
+            .expect("drop thread");
+    }
+
+    #[test]
+    fn every_task_renders_through_the_vector_env() {
+        use crate::env::threaded::ThreadedVecEnv;
+        use crate::env::{Actions, VecEnv};
+        for task in MujocoTask::ALL {
+            let envs = MujocoEnv::batch(task, 2).unwrap_or_else(|e| panic!("{e}"));
+            let mut venv = ThreadedVecEnv::new(envs, 2).unwrap_or_else(|e| panic!("{e}"));
+            venv.reset(7).unwrap_or_else(|e| panic!("{e}"));
+            let before = venv
+                .render(1)
+                .unwrap_or_else(|e| panic!("{}: {e}", task.id()));
+            let dim = venv.action_space().flat_len();
+            let actions: Vec<f32> = (0..2 * dim)
+                .map(|i| if i % 2 == 0 { 0.8 } else { -0.8 })
+                .collect();
+            for _ in 0..10 {
+                venv.step(Actions::Continuous(&actions))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            let f = venv
+                .render(1)
+                .unwrap_or_else(|e| panic!("{}: {e}", task.id()));
+            let path = crate::env::render::save_png(&f, &format!("{}.png", task.id()));
+            assert_eq!((f.width, f.height), (FRAME_WIDTH, FRAME_HEIGHT));
+            assert!(distinct_colours(&f) > 1000, "{}: not a picture", task.id());
+            assert_robot_centred(&f, task.id());
+            assert!(
+                differing(&before, &f) > 500,
+                "{}: the steps did not show",
+                task.id()
+            );
+            assert!(venv.render(2).is_err(), "there is no env 2");
+            eprintln!("{}: {}", task.id(), path.display());
+        }
+    }
+
+    #[test]
+    fn feature_names_cover_the_observation() {
+        for task in MujocoTask::ALL {
+            let e = env(task);
+            let names = e.feature_names();
+            assert_eq!(names.len(), e.obs_len(), "{}", task.id());
+            let mut unique = names.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), names.len(), "{}: names repeat", task.id());
+        }
+        // Ant's body labels start with the model's body names where bodies have one.
+        let ant = env(MujocoTask::Ant);
+        let m = ant.model().ffi();
+        assert_eq!(usize::try_from(m.nbody).ok(), Some(ANT_BODIES.len() + 1));
+        for (i, label) in ANT_BODIES.iter().enumerate() {
+            // SAFETY: body ids 1..nbody are valid; mj_id2name returns null or a NUL-terminated
+            // name owned by the model.
+            let name = unsafe {
+                let p = ffi::mj_id2name(m, ffi::mjtObj::mjOBJ_BODY as i32, (i + 1) as i32);
+                if p.is_null() {
+                    String::new()
+                } else {
+                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+                }
+            };
+            assert!(
+                label.starts_with(&name),
+                "body {}: {label} vs {name}",
+                i + 1
+            );
+        }
+        let names = feature_names(MujocoTask::Ant);
+        assert_eq!(
+            names[27],
+            "external torque x on the torso (cfrc_ext, clipped to ±1)"
+        );
+        assert!(names[104].contains("force z on the ankle_4"));
+        assert_eq!(feature_names(MujocoTask::Hopper)[1], "angle of the torso");
     }
 
     #[test]

@@ -244,6 +244,10 @@ impl OptionList {
 
 /// Bytes of one 64x64x3 observation.
 pub const OBS_BYTES: usize = 64 * 64 * 3;
+/// Side of the full-size frames of `render_human` (procgen's `RENDER_RES`).
+pub const RENDER_RES: usize = 512;
+/// Bytes of one 512x512x3 `rgb` info.
+pub const RENDER_BYTES: usize = RENDER_RES * RENDER_RES * 3;
 
 /// Where envs write their steps: the first row of each buffer handed to
 /// `libenv_set_buffers`; env `i` uses row `i` (observations: `OBS_BYTES` per row).
@@ -258,6 +262,9 @@ pub struct EnvBuffers {
     pub prev_level_seed: *mut i32,
     pub prev_level_complete: *mut u8,
     pub level_seed: *mut i32,
+    /// 512x512x3 u8 `rgb` info (`RENDER_BYTES` per row), for envs made with
+    /// `render_human`; null for the others.
+    pub rgb: *mut u8,
 }
 
 /// One `libenv_env` (one or more games), closed on drop.
@@ -278,8 +285,14 @@ impl std::fmt::Debug for Instance {
 
 impl Instance {
     /// Makes `num` envs with `options` (already validated: the library aborts the process
-    /// on a bad or unconsumed option) and checks its spaces.
-    pub fn make(lib: &'static Lib, num: usize, options: &mut OptionList) -> EnvResult<Instance> {
+    /// on a bad or unconsumed option) and checks its spaces; `render_human` says whether
+    /// the options ask for the full-size `rgb` info.
+    pub fn make(
+        lib: &'static Lib,
+        num: usize,
+        options: &mut OptionList,
+        render_human: bool,
+    ) -> EnvResult<Instance> {
         let num =
             c_int::try_from(num).map_err(|_| EnvError::Native(format!("too many envs: {num}")))?;
         let count = c_int::try_from(options.items.len())
@@ -295,7 +308,7 @@ impl Instance {
             return Err(EnvError::Native("libenv_make returned null".into()));
         }
         let inst = Instance { lib, env };
-        inst.check_spaces()?;
+        inst.check_spaces(render_human)?;
         Ok(inst)
     }
 
@@ -311,7 +324,7 @@ impl Instance {
     }
 
     /// The buffers of [`EnvBuffers`] assume procgen 0.10.7's spaces: check them.
-    fn check_spaces(&self) -> EnvResult<()> {
+    fn check_spaces(&self, render_human: bool) -> EnvResult<()> {
         let sig = |t: &TensorType| (t.name(), t.dtype, t.dims());
         let got = (
             self.types(SPACE_OBSERVATION)
@@ -321,14 +334,19 @@ impl Instance {
             self.types(SPACE_ACTION).iter().map(sig).collect::<Vec<_>>(),
             self.types(SPACE_INFO).iter().map(sig).collect::<Vec<_>>(),
         );
+        let mut infos = vec![
+            ("prev_level_seed".to_string(), DTYPE_INT32, vec![]),
+            ("prev_level_complete".to_string(), DTYPE_UINT8, vec![]),
+            ("level_seed".to_string(), DTYPE_INT32, vec![]),
+        ];
+        if render_human {
+            let side = RENDER_RES as c_int;
+            infos.push(("rgb".to_string(), DTYPE_UINT8, vec![side, side, 3]));
+        }
         let want = (
             vec![("rgb".to_string(), DTYPE_UINT8, vec![64, 64, 3])],
             vec![("action".to_string(), DTYPE_INT32, vec![])],
-            vec![
-                ("prev_level_seed".to_string(), DTYPE_INT32, vec![]),
-                ("prev_level_complete".to_string(), DTYPE_UINT8, vec![]),
-                ("level_seed".to_string(), DTYPE_INT32, vec![]),
-            ],
+            infos,
         );
         if got != want {
             return Err(EnvError::Native(format!(
@@ -354,11 +372,14 @@ impl Instance {
             .map(|i| bufs.action.wrapping_add(i).cast())
             .collect();
         // Space-major: every env's prev_level_seed, then prev_level_complete, then
-        // level_seed.
-        let mut info: Vec<*mut c_void> = Vec::with_capacity(3 * num);
+        // level_seed, then (render_human) rgb.
+        let mut info: Vec<*mut c_void> = Vec::with_capacity(4 * num);
         info.extend((0..num).map(|i| bufs.prev_level_seed.wrapping_add(i).cast::<c_void>()));
         info.extend((0..num).map(|i| bufs.prev_level_complete.wrapping_add(i).cast::<c_void>()));
         info.extend((0..num).map(|i| bufs.level_seed.wrapping_add(i).cast::<c_void>()));
+        if !bufs.rgb.is_null() {
+            info.extend((0..num).map(|i| bufs.rgb.wrapping_add(i * RENDER_BYTES).cast::<c_void>()));
+        }
         let mut b = LibenvBuffers {
             ob: ob.as_mut_ptr(),
             rew: bufs.reward,
@@ -371,13 +392,28 @@ impl Instance {
         unsafe { (self.lib.set_buffers)(self.env, &mut b) };
     }
 
-    /// Waits until libenv's threads (if any) have finished the last reset or step.
+    /// Waits until libenv's threads (if any) have finished the last reset or step, then,
+    /// for envs made with `render_human`, draws every game's current state into its 512x512
+    /// `rgb` info (procgen's `VecGame::observe`, which needs 1 MiB of the calling thread's
+    /// stack for that).
     ///
     /// # Safety
     /// [`Instance::set_buffers`] was called and its buffers are still valid.
     pub unsafe fn observe(&mut self) {
         // SAFETY: per this function's contract.
         unsafe { (self.lib.observe)(self.env) };
+    }
+
+    /// Steps the games of an env made with `num_threads=0`: writes the next observations,
+    /// rewards, first flags and infos (all but `rgb`) before returning, without waiting
+    /// for or drawing anything else.
+    ///
+    /// # Safety
+    /// [`Instance::set_buffers`] was called and its buffers are still valid; the env was
+    /// made with `num_threads=0`.
+    pub unsafe fn act(&mut self) {
+        // SAFETY: per this function's contract.
+        unsafe { (self.lib.act)(self.env) };
     }
 
     /// Steps every game with its action in the action buffer and writes the next

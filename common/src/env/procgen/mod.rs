@@ -23,6 +23,16 @@
 //! level being completed (`prev_level_complete`); otherwise it is a termination. A game
 //! that dies on exactly its last allowed step is indistinguishable from a timeout and
 //! counts as truncated.
+//!
+//! Frames ([`VecEnv::render`]): envs made with `render = true` ([`ProcgenVecEnv::with_render`],
+//! `VecEnvOptions::render`) are made with libenv's `render_human` option, as procgen's Python
+//! `ProcgenGym3Env(render_mode="rgb_array")` makes them, and `render(i)` returns the 512x512
+//! antialiased drawing of game `i`'s current state (libenv's `rgb` info). libenv draws it in
+//! `libenv_observe` for every game of an instance; here each env is its own instance and
+//! `step` only calls `libenv_act`, so the drawing happens in `render(i)`, for game `i` alone,
+//! from the state its current observation shows: stepping costs no more than without
+//! `render` unless frames are asked for. Other envs return their 64x64 observation as the
+//! frame. Drawing never changes a game's state, so trajectories are the same either way.
 
 pub mod ffi;
 pub mod options;
@@ -34,13 +44,18 @@ use ffi::{EnvBuffers, Instance, Lib, OptValue, OptionList};
 pub use options::{DistributionMode, ProcgenConfig, GAMES, OPTIONS};
 
 use super::pool::{Pool, Rows};
-use super::{Actions, EnvError, EnvResult, ObsBuf, Space, StepBatch, VecEnv};
+use super::{Actions, EnvError, EnvResult, Frame, ObsBuf, Space, StepBatch, VecEnv};
 
 /// Observation side and channels of every game.
 pub const RES: usize = 64;
 const OBS_LEN: usize = ffi::OBS_BYTES;
 /// procgen's 15 button combinations.
 pub const NUM_ACTIONS: usize = 15;
+/// Side of the full-size frames of envs made with `render`.
+pub const RENDER_RES: usize = ffi::RENDER_RES;
+/// Stack of the thread that draws a full-size frame: libenv's `observe` keeps a 1 MiB
+/// drawing buffer on the stack, half of a Rust thread's default 2 MiB.
+const DRAW_STACK: usize = 16 << 20;
 
 /// The `rand_seed` env `i` is made with after `reset(seed)`: splitmix64 of the seed and
 /// the index, cut to 31 bits (libenv takes a non-negative C int).
@@ -83,6 +98,11 @@ pub struct ProcgenVecEnv {
     prev_level_seed: Vec<i32>,
     prev_level_complete: Vec<u8>,
     level_seed: Vec<i32>,
+    /// Whether the instances were made with `render_human`.
+    render: bool,
+    /// libenv's `rgb` info of each env, 512x512x3 bytes per env, with `render` (else
+    /// empty). Written by `libenv_observe`, which `render(i)` calls.
+    frames: Vec<u8>,
     /// Running episode return and length, and steps since the game's last internal
     /// reset (differs from the length with `use_sequential_levels`).
     ret: Vec<f64>,
@@ -114,7 +134,19 @@ impl ProcgenVecEnv {
     /// `num_envs` games of `cfg` stepped on `threads` threads (the caller's included;
     /// at most one per env). Loads `libenv.so` from [`crate::deps::procgen_dir`].
     pub fn new(cfg: &ProcgenConfig, num_envs: usize, threads: usize) -> EnvResult<Self> {
-        Self::with_layout(cfg, num_envs, threads, Layout::PerEnv)
+        Self::with_layout(cfg, num_envs, threads, Layout::PerEnv, false)
+    }
+
+    /// [`ProcgenVecEnv::new`] with `render`: whether [`VecEnv::render`] draws full-size
+    /// 512x512 frames (libenv's `render_human`; see the module docs) rather than returning
+    /// the 64x64 observation. Costs 768 KiB per env; stepping costs the same.
+    pub fn with_render(
+        cfg: &ProcgenConfig,
+        num_envs: usize,
+        threads: usize,
+        render: bool,
+    ) -> EnvResult<Self> {
+        Self::with_layout(cfg, num_envs, threads, Layout::PerEnv, render)
     }
 
     /// One libenv instance of `num_envs` games stepped by libenv's own
@@ -135,6 +167,7 @@ impl ProcgenVecEnv {
             Layout::Native {
                 threads: libenv_threads,
             },
+            false,
         )
     }
 
@@ -143,6 +176,7 @@ impl ProcgenVecEnv {
         num_envs: usize,
         threads: usize,
         layout: Layout,
+        render: bool,
     ) -> EnvResult<Self> {
         if num_envs == 0 {
             return Err(EnvError::BadSettings("need at least one env".into()));
@@ -197,6 +231,12 @@ impl ProcgenVecEnv {
             prev_level_seed: vec![0; n],
             prev_level_complete: vec![0; n],
             level_seed: vec![0; n],
+            render,
+            frames: if render {
+                vec![0; n * ffi::RENDER_BYTES]
+            } else {
+                Vec::new()
+            },
             ret: vec![0.0; n],
             len: vec![0; n],
             level_steps: vec![0; n],
@@ -257,7 +297,7 @@ impl ProcgenVecEnv {
                 "num_threads",
                 OptValue::Int(i32::try_from(num_threads).unwrap_or(i32::MAX)),
             ),
-            ("render_human", OptValue::Bool(false)),
+            ("render_human", OptValue::Bool(self.render)),
             ("resource_root", OptValue::Str(self.resource_root.clone())),
             ("center_agent", OptValue::Bool(c.center_agent)),
             (
@@ -293,6 +333,11 @@ impl ProcgenVecEnv {
             prev_level_seed: self.prev_level_seed.as_mut_ptr().wrapping_add(i),
             prev_level_complete: self.prev_level_complete.as_mut_ptr().wrapping_add(i),
             level_seed: self.level_seed.as_mut_ptr().wrapping_add(i),
+            rgb: if self.render {
+                self.frames.as_mut_ptr().wrapping_add(i * ffi::RENDER_BYTES)
+            } else {
+                std::ptr::null_mut()
+            },
         }
     }
 
@@ -306,7 +351,7 @@ impl ProcgenVecEnv {
             Layout::PerEnv => {
                 for i in 0..n {
                     let mut opts = OptionList::new(&self.option_values(env_rand_seed(seed, i), 0))?;
-                    let mut inst = Instance::make(self.lib, 1, &mut opts)?;
+                    let mut inst = Instance::make(self.lib, 1, &mut opts, self.render)?;
                     let bufs = self.buffers_from(i);
                     // SAFETY: row `i` of every buffer is allocated once (never resized)
                     // and outlives the instance, which is dropped first; only this
@@ -318,7 +363,7 @@ impl ProcgenVecEnv {
             Layout::Native { threads } => {
                 let rand_seed = (seed & 0x7fff_ffff) as i32;
                 let mut opts = OptionList::new(&self.option_values(rand_seed, threads))?;
-                let mut inst = Instance::make(self.lib, n, &mut opts)?;
+                let mut inst = Instance::make(self.lib, n, &mut opts, self.render)?;
                 let bufs = self.buffers_from(0);
                 // SAFETY: every buffer has `n` rows, is never resized and outlives the
                 // instance, which is dropped first.
@@ -341,8 +386,42 @@ impl VecEnv for ProcgenVecEnv {
         Some(self.timeout)
     }
 
-    fn render(&mut self, _index: usize) -> EnvResult<super::Frame> {
-        Err(super::render::cannot_render("procgen"))
+    /// With `render`: the 512x512 drawing of game `index`'s current state (what its
+    /// current observation shows), drawn now. Without: its 64x64 observation.
+    fn render(&mut self, index: usize) -> EnvResult<Frame> {
+        let n = self.batch.num_envs;
+        if index >= n {
+            return Err(EnvError::BadSettings(format!(
+                "no env {index} to render: there are {n}"
+            )));
+        }
+        if !self.render {
+            let Some(obs) = self.batch.obs.as_u8() else {
+                unreachable!("procgen observations are u8")
+            };
+            let row = obs[index * OBS_LEN..(index + 1) * OBS_LEN].to_vec();
+            return Frame::from_rgb(RES as u32, RES as u32, row);
+        }
+        // One instance of every env (made by `with_libenv_threads`) draws them all in the
+        // `observe` that ends each reset and step: its frames are current already.
+        if self.layout == Layout::PerEnv {
+            let inst = &mut self.instances[index];
+            std::thread::scope(|s| {
+                std::thread::Builder::new()
+                    .name("volley-procgen-draw".into())
+                    .stack_size(DRAW_STACK)
+                    // SAFETY: the instance's buffers are valid (set in `make_instances`); with
+                    // num_threads=0 observe only draws game `index` into its `rgb` row, which
+                    // nothing else touches while `self` is borrowed here.
+                    .spawn_scoped(s, move || unsafe { inst.observe() })
+                    .map_err(|e| EnvError::Native(format!("cannot start a drawing thread: {e}")))?
+                    .join()
+                    .map_err(|_| EnvError::WorkerPanicked("procgen's drawing thread".into()))
+            })?;
+        }
+        let b = ffi::RENDER_BYTES;
+        let rgb = self.frames[index * b..(index + 1) * b].to_vec();
+        Frame::from_rgb(RENDER_RES as u32, RENDER_RES as u32, rgb)
     }
 
     fn observation_space(&self) -> &Space {
@@ -374,7 +453,7 @@ impl VecEnv for ProcgenVecEnv {
         let Actions::Discrete(acts) = actions else {
             unreachable!("validated against a discrete space")
         };
-        let timeout = self.timeout;
+        let (timeout, render) = (self.timeout, self.render);
         let insts = Rows(self.instances.as_mut_ptr());
         let act = Rows(self.actions.as_mut_ptr());
         let reward = Rows(self.batch.reward.as_mut_ptr());
@@ -429,11 +508,17 @@ impl VecEnv for ProcgenVecEnv {
                     }
                     // SAFETY: the counter hands index `i` to exactly one thread, which
                     // alone touches instance `i` and row `i` of every buffer this round;
-                    // the instance's buffers are valid.
+                    // the instance's buffers are valid, and it was made with
+                    // num_threads=0.
                     unsafe {
                         // In 0..15 after validation.
                         *act.at(i) = acts[i] as i32;
-                        (*insts.at(i)).step();
+                        if render {
+                            // Only the drawing is left to observe: `render(i)` does it.
+                            (*insts.at(i)).act();
+                        } else {
+                            (*insts.at(i)).step();
+                        }
                     }
                     book(i);
                 };
@@ -472,6 +557,137 @@ mod tests {
             msg.contains("libenv.so") && msg.contains("deploy/setup.sh"),
             "{msg}"
         );
+    }
+
+    fn make(game: &str, n: usize, render: bool) -> ProcgenVecEnv {
+        let cfg = ProcgenConfig::parse(game, None).unwrap();
+        ProcgenVecEnv::with_render(&cfg, n, 2, render).unwrap_or_else(|e| {
+            panic!("cannot build procgen:{game}: {e} (did deploy/setup.sh run?)")
+        })
+    }
+
+    /// The 512x512 frame averaged over 8x8 blocks: a 64x64 picture.
+    fn shrunk(f: &Frame) -> Vec<f64> {
+        let k = RENDER_RES / RES;
+        let mut out = vec![0.0; OBS_LEN];
+        for y in 0..RENDER_RES {
+            for x in 0..RENDER_RES {
+                let p = f.pixel(x as u32, y as u32);
+                for c in 0..3 {
+                    out[((y / k) * RES + x / k) * 3 + c] += f64::from(p[c]) / (k * k) as f64;
+                }
+            }
+        }
+        out
+    }
+
+    fn correlation(a: &[f64], b: &[f64]) -> f64 {
+        let n = a.len() as f64;
+        let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+        let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+        let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+        let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+        cov / (va * vb).sqrt()
+    }
+
+    fn as_f64(v: &[u8]) -> Vec<f64> {
+        v.iter().map(|&x| f64::from(x)).collect()
+    }
+
+    fn mean_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f64>() / a.len() as f64
+    }
+
+    fn obs_row(env: &ProcgenVecEnv, i: usize) -> &[u8] {
+        &env.batch().obs.as_u8().unwrap()[i * OBS_LEN..(i + 1) * OBS_LEN]
+    }
+
+    #[test]
+    fn full_size_frames_show_what_the_observation_shows() {
+        let mut env = make("coinrun", 2, true);
+        env.reset(3).unwrap();
+        let first = env.render(0).unwrap();
+        let t = std::time::Instant::now();
+        let mut draws = 0u32;
+        let mut prev: Vec<Vec<f64>> = (0..2).map(|i| as_f64(obs_row(&env, i))).collect();
+        // Steps after which the screen changed enough to tell this observation from the last.
+        let mut telling = 0;
+        for step in 0..40usize {
+            for (i, last) in prev.iter_mut().enumerate() {
+                let f = env.render(i).unwrap();
+                draws += 1;
+                assert_eq!((f.width, f.height), (512, 512));
+                let small = shrunk(&f);
+                let obs = as_f64(obs_row(&env, i));
+                let r = correlation(&small, &obs);
+                assert!(r > 0.9, "step {step}, env {i}: correlation {r}");
+                for c in 0..3 {
+                    let mean =
+                        |v: &[f64]| v.iter().skip(c).step_by(3).sum::<f64>() / (RES * RES) as f64;
+                    let (m1, m2) = (mean(&small), mean(&obs));
+                    assert!(
+                        (m1 - m2).abs() < 8.0,
+                        "step {step}, env {i}: channel {c} {m1} vs {m2}"
+                    );
+                }
+                // The frame is of the state after the last step, not the one before.
+                if mean_abs_diff(last, &obs) > 3.0 {
+                    telling += 1;
+                    let (now, before) = (mean_abs_diff(&small, &obs), mean_abs_diff(&small, last));
+                    assert!(
+                        now < before,
+                        "step {step}, env {i}: {now} from now, {before} from before"
+                    );
+                }
+                *last = obs;
+            }
+            // Run right (action 7) with jumps (action 5) now and then.
+            let acts: Vec<i64> = (0..2)
+                .map(|i| if (step + i) % 5 == 0 { 5 } else { 7 })
+                .collect();
+            env.step(Actions::Discrete(&acts)).unwrap();
+        }
+        assert!(telling >= 10, "only {telling} steps changed the screen");
+        let per_draw = t.elapsed() / draws;
+        // The pair to look at: the full-size frame and the observation of the same state.
+        let big = env.render(0).unwrap();
+        let obs = Frame::from_rgb(RES as u32, RES as u32, obs_row(&env, 0).to_vec()).unwrap();
+        assert_ne!(first, big, "40 steps changed nothing on screen");
+        let p512 = crate::env::render::save_png(&big, "procgen_512.png");
+        let p64 = crate::env::render::save_png(&obs, "procgen_64.png");
+        crate::env::render::save_png(&obs.upscaled(8), "procgen_64_x8.png");
+        eprintln!(
+            "procgen frames: {} and {}; {per_draw:?} per 512x512 frame",
+            p512.display(),
+            p64.display()
+        );
+        assert!(env.render(2).is_err(), "there is no env 2");
+    }
+
+    #[test]
+    fn rendering_changes_no_trajectory_and_without_it_the_frame_is_the_observation() {
+        let mut drawn = make("bigfish", 2, true);
+        let mut plain = make("bigfish", 2, false);
+        drawn.reset(11).unwrap();
+        plain.reset(11).unwrap();
+        for step in 0..60usize {
+            for i in 0..2 {
+                let f = plain.render(i).unwrap();
+                assert_eq!((f.width, f.height), (64, 64));
+                assert_eq!(f.rgb, obs_row(&plain, i), "step {step}, env {i}");
+                if step % 3 == 0 {
+                    drawn.render(i).unwrap();
+                }
+            }
+            assert_eq!(drawn.batch().obs, plain.batch().obs, "step {step}");
+            assert_eq!(drawn.batch().reward, plain.batch().reward, "step {step}");
+            assert_eq!(drawn.first(), plain.first(), "step {step}");
+            let acts: Vec<i64> = (0..2)
+                .map(|i| ((step * 7 + i * 3) % NUM_ACTIONS) as i64)
+                .collect();
+            drawn.step(Actions::Discrete(&acts)).unwrap();
+            plain.step(Actions::Discrete(&acts)).unwrap();
+        }
     }
 
     #[test]

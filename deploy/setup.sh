@@ -10,6 +10,7 @@
 #   system libraries (Debian packages) that libenv.so needs, and EGL with Mesa's
 #                                     OpenGL for drawing MuJoCo frames without a display
 #   fonts-dejavu-core (Debian)        the plots' font, unless a DejaVuSans.ttf is here
+#   ffmpeg (Debian)                   MP4 videos, and ffprobe for their tests, unless on PATH
 #
 # Idempotent: each step leaves a stamp and is skipped when it is there.
 # Environment: VOLLEY_SKIP_TORCH=1 skips torch (the env layer does not need it).
@@ -104,6 +105,9 @@ have_font() {
   return 1
 }
 have_font || need_pkgs+=(fonts-dejavu-core)
+# MP4 videos are encoded by the ffmpeg program (learner/src/video/mp4.rs); the video
+# tests decode them with ffprobe, of the same package.
+{ command -v ffmpeg && command -v ffprobe; } >/dev/null 2>&1 || need_pkgs+=(ffmpeg)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   sudo_cmd=""

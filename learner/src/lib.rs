@@ -19,7 +19,9 @@
 //!   current while it trains;
 //! - [`tensorboard`]: the metrics lines as TensorBoard event files in the run directory;
 //! - [`plot`]: figures of run directories (learning curves, statistics, comparisons,
-//!   aggregates, the best checkpoint's evaluation) as PNG and SVG.
+//!   aggregates, the best checkpoint's evaluation) as PNG and SVG;
+//! - [`video`]: env frames as PNG images, text on frames, and videos (MP4 by ffmpeg,
+//!   GIF in pure Rust).
 
 pub use volley_common::env;
 
@@ -43,3 +45,4 @@ pub mod tensorboard;
 pub mod tracking;
 pub mod training;
 pub mod validate;
+pub mod video;

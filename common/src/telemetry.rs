@@ -40,6 +40,9 @@ pub const REPLAY_RATIO_TARGET: &str = "volley_replay_ratio_target";
 pub const UPDATES_PER_SEC: &str = "volley_updates_per_second";
 pub const EVAL_RETURN: &str = "volley_eval_return";
 pub const EVAL_LENGTH: &str = "volley_eval_length";
+/// The last evaluation's mean gradient feature importance, per named feature
+/// (label `feature`), for vector observations.
+pub const FEATURE_IMPORTANCE: &str = "volley_feature_importance";
 pub const Q_MEAN: &str = "volley_q_mean";
 // Exploration (actors).
 pub const EXPLORE_EPSILON: &str = "volley_explore_epsilon";
@@ -149,6 +152,10 @@ pub fn describe_all() {
     );
     describe_gauge!(UPDATES_PER_SEC, "gradient updates per second");
     describe_gauge!(EVAL_RETURN, "mean return of the last greedy evaluation");
+    describe_gauge!(
+        FEATURE_IMPORTANCE,
+        "mean gradient feature importance of each observation feature over the last evaluation's decisions (shares summing to 1)"
+    );
     describe_gauge!(
         EVAL_LENGTH,
         Unit::Count,

@@ -8,6 +8,11 @@
 //! [`volley_common::agent::Agent`] the actors act with), and hands back the mean
 //! return and length with the weights it evaluated, so the loop can keep the best as
 //! `checkpoints/best`.
+//!
+//! For vector observations it also explains its decisions as it goes: the gradient
+//! feature importance ([`crate::explain::gradient_importance`]) of every decision of
+//! every episode, averaged per named feature, exported as
+//! `volley_feature_importance{feature}` and kept in the best checkpoint's `eval.json`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -62,6 +67,9 @@ pub struct EvalResult {
     pub lengths: Vec<u32>,
     /// The weights evaluated, for the best checkpoint.
     pub weights: Bytes,
+    /// The mean gradient feature importance of every decision, per named feature
+    /// (vector observations).
+    pub importance: Vec<(String, f64)>,
 }
 
 struct Job {
@@ -102,6 +110,17 @@ impl Evaluator {
             },
         )
         .with_context(|| format!("cannot make the evaluation envs of {env_id}"))?;
+        let features = match env.observation_space() {
+            volley_common::env::Space::Image { .. } => Vec::new(),
+            s => {
+                let names = env_id.feature_names();
+                if names.len() == s.flat_len() {
+                    names
+                } else {
+                    (0..s.flat_len()).map(|i| format!("obs[{i}]")).collect()
+                }
+            }
+        };
         let agent = recipe
             .build(
                 env.observation_space(),
@@ -125,7 +144,7 @@ impl Evaluator {
                 let mut env = env;
                 let mut agent = agent;
                 for job in job_rx {
-                    let r = evaluate(&mut *env, &mut *agent, &cfg, &job, &stop)
+                    let r = evaluate(&mut *env, &mut *agent, &cfg, &job, &stop, &features)
                         .map_err(|e| format!("{e:#}"));
                     if stop.load(Ordering::SeqCst) || result_tx.send(r).is_err() {
                         return;
@@ -248,6 +267,10 @@ impl EvalTracker {
         };
         metrics::gauge!(volley_common::telemetry::EVAL_RETURN).set(r.return_mean);
         metrics::gauge!(volley_common::telemetry::EVAL_LENGTH).set(r.length_mean);
+        for (feature, v) in &r.importance {
+            metrics::gauge!(volley_common::telemetry::FEATURE_IMPORTANCE, "feature" => feature.clone())
+                .set(*v);
+        }
         if self.best.is_none_or(|b| r.return_mean > b) {
             self.best = Some(r.return_mean);
             self.best_record = Some(crate::runs::Best {
@@ -263,6 +286,7 @@ impl EvalTracker {
                 "eval_episodes": r.episodes,
                 "eval_returns": r.returns,
                 "eval_lengths": r.lengths,
+                "feature_importance": r.importance.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect::<serde_json::Map<String, serde_json::Value>>(),
             });
             let info = serde_json::to_vec_pretty(&info)?;
             store
@@ -312,6 +336,7 @@ fn evaluate(
     cfg: &EvalConfig,
     job: &Job,
     cancel: &AtomicBool,
+    features: &[String],
 ) -> Result<EvalResult> {
     agent
         .load_weights(&job.weights)
@@ -328,12 +353,22 @@ fn evaluate(
     env.reset(cfg.seed)?;
     let mut done: Vec<Option<(f32, u32)>> = vec![None; n];
     let (mut ret, mut len) = (vec![0f32; n], vec![0u32; n]);
+    let (mut importance, mut decisions) = (vec![0f64; features.len()], 0u64);
     for _ in 0..cfg.max_steps {
         if cancel.load(Ordering::SeqCst) {
             anyhow::bail!("evaluation cancelled");
         }
         let obs = observations(&env.batch().obs, n, &shape)?;
         agent.act(&obs, &progress, Mode::Greedy, &mut act)?;
+        if !features.is_empty() {
+            let rows = crate::explain::gradient_importance(&*agent, &obs, &act)?;
+            for (row, _) in rows.iter().zip(&done).filter(|(_, d)| d.is_none()) {
+                for (s, v) in importance.iter_mut().zip(row) {
+                    *s += f64::from(*v);
+                }
+                decisions += 1;
+            }
+        }
         let batch = env.step(act.env_actions(&space, &mut clipped)?)?;
         if record(batch, &mut done, &mut ret, &mut len) {
             break;
@@ -354,5 +389,10 @@ fn evaluate(
         returns: finished.iter().map(|e| e.0).collect(),
         lengths: finished.iter().map(|e| e.1).collect(),
         weights: job.weights.clone(),
+        importance: features
+            .iter()
+            .cloned()
+            .zip(importance.iter().map(|s| s / decisions.max(1) as f64))
+            .collect(),
     })
 }

@@ -178,13 +178,7 @@ fn recipe_of(dir: &Path, cfg: &RunConfig) -> Result<AgentRecipe> {
         return serde_json::from_slice(&text).with_context(|| format!("bad {}", path.display()));
     }
     let env_id: EnvId = cfg.env.id.parse()?;
-    let probe = make_vec_env(
-        &env_id,
-        VecEnvOptions {
-            num_envs: 1,
-            threads: 1,
-        },
-    )?;
+    let probe = make_vec_env(&env_id, VecEnvOptions::new(1, 1))?;
     let built = crate::algo::build(crate::algo::BuildContext {
         cfg,
         observation_space: probe.observation_space(),
@@ -269,6 +263,17 @@ impl std::fmt::Debug for Moment<'_> {
 pub trait Watcher {
     /// Before each action of the watched env's first episode.
     fn step(&mut self, moment: Moment<'_>) -> Result<()>;
+    /// Before each action, the whole batch: `obs` `[N, *shape]` as the agent read it,
+    /// the actions for it, and which envs are still in their first episode.
+    fn batch(
+        &mut self,
+        _agent: &dyn Agent,
+        _obs: &Tensor,
+        _taken: &ActionBatch,
+        _live: &[bool],
+    ) -> Result<()> {
+        Ok(())
+    }
     /// Once it ended, with its return and length.
     fn end(&mut self, _return: f64, _length: u32) -> Result<()> {
         Ok(())
@@ -331,12 +336,11 @@ pub fn play(
     let mut env = make_vec_env(
         &env_id,
         VecEnvOptions {
-            num_envs: opts.episodes,
-            threads: 1,
+            render: opts.render,
+            ..VecEnvOptions::new(opts.episodes, 1)
         },
     )
     .with_context(|| format!("cannot make {} envs of {env_id}", opts.episodes))?;
-    let _ = opts.render;
     let n = env.num_envs();
     let obs_space = env.observation_space().clone();
     let space = env.action_space().clone();
@@ -352,6 +356,10 @@ pub fn play(
     for _ in 0..opts.max_steps {
         let obs = observations(&env.batch().obs, n, &shape)?;
         agent.act(&obs, &trained.progress, opts.mode, &mut act)?;
+        if let Some(w) = watcher.as_deref_mut() {
+            let live: Vec<bool> = done.iter().map(Option::is_none).collect();
+            w.batch(&*agent, &obs, &act, &live)?;
+        }
         if let Some(w) = watcher.as_deref_mut().filter(|_| done[0].is_none()) {
             let row = obs.f_narrow(0, 0, 1)?.f_to_kind(Kind::Float)?;
             w.step(Moment {

@@ -54,8 +54,24 @@ impl EnvId {
         match self {
             EnvId::CartPole => named(&super::cartpole::FEATURES),
             EnvId::Platform => named(&super::platform::FEATURES),
-            EnvId::Mujoco(_) => Vec::new(),
+            EnvId::Mujoco(task) => super::mujoco::feature_names(*task),
             EnvId::Procgen(_) => Vec::new(),
+        }
+    }
+
+    /// Frames per second at which an episode plays in real time: Gymnasium's
+    /// `metadata["render_fps"]` (CartPole 50; MuJoCo `1 / dt`: Hopper 125,
+    /// HalfCheetah and Ant 20), Procgen's 15 (gym3's interactive default) and
+    /// Platform's 2 (one frame per action, each about half a second of the game).
+    pub fn render_fps(&self) -> f64 {
+        match self {
+            EnvId::CartPole => 50.0,
+            EnvId::Mujoco(task) => match task {
+                MujocoTask::Hopper => 125.0,
+                _ => 20.0,
+            },
+            EnvId::Procgen(_) => 15.0,
+            EnvId::Platform => 2.0,
         }
     }
 

@@ -178,6 +178,47 @@ pub fn artifacts_of(dir: &Path) -> Vec<(String, PathBuf)> {
     out
 }
 
+/// Sends the files of an explanation folder (`dir`, below the run directory) to the
+/// run's MLflow run as artifacts under the same relative path, when the run was
+/// tracked (its record names an MLflow run and a tracking server is configured).
+/// Returns what it did in words; an unreachable server is said, not an error (the
+/// files are on disk).
+pub fn upload_explanations(
+    run: &crate::runs::FoundRun,
+    cfg: &crate::config::RunConfig,
+    dir: &Path,
+) -> anyhow::Result<Option<String>> {
+    let (Some(id), Some(uri)) = (run.record.mlflow_run_id.as_deref(), cfg.tracking.mlflow()) else {
+        return Ok(None);
+    };
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let send = || -> anyhow::Result<usize> {
+        let client = Client::new(&uri)?;
+        let artifacts = client.run_artifact_uri(id)?;
+        for f in &files {
+            let rel = f.strip_prefix(&run.dir).unwrap_or(f);
+            client.upload(&artifacts, &rel.to_string_lossy(), f)?;
+        }
+        Ok(files.len())
+    };
+    Ok(Some(match send() {
+        Ok(n) => format!("mlflow: {n} files sent to run {id} at {uri}"),
+        Err(e) => format!("mlflow: the explanation was not sent to run {id} at {uri} ({e:#}); the files are on disk"),
+    }))
+}
+
 /// MLflow's status for how a run ended.
 pub fn status_of(status: crate::runs::RunStatus) -> &'static str {
     use crate::runs::RunStatus;

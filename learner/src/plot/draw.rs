@@ -118,6 +118,13 @@ pub(crate) enum Item {
     },
     /// A dashed vertical line across the panel.
     VLine { x: f64, color: RGBColor },
+    /// One horizontal bar per row of the panel's categories, from 0 to its value,
+    /// labelled with the value; `highlight` drawn in its own colour.
+    RowBars {
+        values: Vec<f64>,
+        color: RGBColor,
+        highlight: Option<(usize, RGBColor)>,
+    },
     /// A horizontal interval on row `row` (rows are the panel's categories, from the
     /// top) with a tick at `point`.
     Interval {
@@ -145,6 +152,11 @@ impl Item {
                 .flat_map(|&(x0, x1, h)| [(x0, 0.0), (x1, h)])
                 .collect(),
             Item::VLine { x, .. } => vec![(*x, f64::NAN)],
+            Item::RowBars { values, .. } => values
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &v)| [(0.0, i as f64), (v, i as f64)])
+                .collect(),
             Item::Interval {
                 row, lo, hi, point, ..
             } => {
@@ -180,6 +192,16 @@ pub(crate) struct Panel {
     pub categories: Option<Vec<String>>,
     /// What it draws, in order (later items on top).
     pub items: Vec<Item>,
+    /// A picture instead of axes and items (an env's frame), scaled to fit.
+    pub picture: Option<Picture>,
+}
+
+/// An RGB image (rows top to bottom) a panel shows.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Picture {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
 }
 
 impl Panel {
@@ -197,6 +219,7 @@ impl Panel {
             y_range: None,
             categories: None,
             items: Vec::new(),
+            picture: None,
         }
     }
 
@@ -503,6 +526,9 @@ fn draw_panel<DB: DrawingBackend>(
     panel: &Panel,
     area: &DrawingArea<DB, Shift>,
 ) -> Result<(), DrawError> {
+    if let Some(p) = &panel.picture {
+        return draw_picture(panel.title.as_deref(), p, area);
+    }
     let ((x0, x1), (y0, y1)) = panel.ranges();
     let tick = text(TICK_SIZE);
     // The y label area holds the tick labels and the rotated description.
@@ -616,6 +642,31 @@ fn draw_panel<DB: DrawingBackend>(
                     color.stroke_width(2),
                 ))?;
             }
+            Item::RowBars {
+                values,
+                color,
+                highlight,
+            } => {
+                for (i, &v) in values.iter().enumerate() {
+                    let y = row_y(panel, i);
+                    let c = match highlight {
+                        Some((h, hc)) if *h == i => *hc,
+                        _ => *color,
+                    };
+                    chart.draw_series(std::iter::once(Rectangle::new(
+                        [(0.0, y - 0.32), (v, y + 0.32)],
+                        c.mix(0.75).filled(),
+                    )))?;
+                    chart.draw_series(std::iter::once(
+                        EmptyElement::at((v, y))
+                            + Text::new(
+                                format!("{v:.3}"),
+                                (5, 0),
+                                text(TICK_SIZE).pos(Pos::new(HPos::Left, VPos::Center)),
+                            ),
+                    ))?;
+                }
+            }
             Item::Interval {
                 row,
                 lo,
@@ -659,6 +710,53 @@ fn draw_panel<DB: DrawingBackend>(
             area.draw_text(c, &style, (px - base.0 - 8, py - base.1))?;
         }
     }
+    Ok(())
+}
+
+/// A picture panel: the caption on top, the image below it scaled (nearest
+/// neighbour, aspect kept) to the largest size that fits, centred.
+fn draw_picture<DB: DrawingBackend>(
+    title: Option<&str>,
+    p: &Picture,
+    area: &DrawingArea<DB, Shift>,
+) -> Result<(), DrawError> {
+    let (w, h) = area.dim_in_pixel();
+    let mut top = 6;
+    if let Some(t) = title {
+        area.draw_text(
+            t,
+            &text(PANEL_TITLE_SIZE).pos(Pos::new(HPos::Center, VPos::Top)),
+            (w as i32 / 2, top),
+        )?;
+        top += PANEL_TITLE_SIZE as i32 + 8;
+    }
+    if p.width == 0 || p.height == 0 {
+        return Ok(());
+    }
+    let room_w = w.saturating_sub(12) as f64;
+    let room_h = (h as i32 - top - 6).max(1) as f64;
+    let scale = (room_w / f64::from(p.width)).min(room_h / f64::from(p.height));
+    let (sw, sh) = (
+        ((f64::from(p.width) * scale) as u32).max(1),
+        ((f64::from(p.height) * scale) as u32).max(1),
+    );
+    let mut buf = Vec::with_capacity(sw as usize * sh as usize * 3);
+    for y in 0..sh {
+        let sy = ((f64::from(y) / scale) as u32).min(p.height - 1);
+        for x in 0..sw {
+            let sx = ((f64::from(x) / scale) as u32).min(p.width - 1);
+            let i = (sy as usize * p.width as usize + sx as usize) * 3;
+            buf.extend_from_slice(&p.rgb[i..i + 3]);
+        }
+    }
+    let x0 = (w as i32 - sw as i32) / 2;
+    let element = BitMapElement::with_owned_buffer((x0, top), (sw, sh), buf)
+        .ok_or_else(|| DrawError("picture buffer of the wrong size".into()))?;
+    area.draw(&element)?;
+    area.draw(&Rectangle::new(
+        [(x0 - 1, top - 1), (x0 + sw as i32, top + sh as i32)],
+        RGBColor(90, 90, 90).stroke_width(1),
+    ))?;
     Ok(())
 }
 

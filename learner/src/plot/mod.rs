@@ -8,6 +8,8 @@
 //!   performance profiles with stratified bootstrap confidence intervals;
 //! - [`charts`]: the figures: [`learning_curve`], [`losses`], [`comparison`],
 //!   [`iqm_intervals`], [`performance_profile`] and [`best_eval`];
+//! - [`explain`]: an explained decision, the env's frame beside each feature's
+//!   importance;
 //! - [`report`]: the sets of figures of a run (its `plots/` folder) and of a
 //!   comparison, as `volley-runs` and the learner draw them;
 //! - `draw`: the panels, legends and output files the figures share;
@@ -21,6 +23,7 @@
 mod backend;
 pub mod charts;
 mod draw;
+pub mod explain;
 pub mod font;
 pub mod report;
 pub mod series;

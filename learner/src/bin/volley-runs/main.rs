@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use volley_learner::plot;
 
+mod explain;
 mod play;
 use volley_learner::runs::{self, FoundRun};
 
@@ -85,6 +86,12 @@ enum Command {
     /// each episode's return and length and a JSON summary; --record keeps every
     /// transition in a safetensors file.
     Play(play::PlayCommand),
+    /// Plays a run's trained agent as `play` does and explains what it did into
+    /// <run>/explain/<checkpoint>/: a video of the first episode with the return and
+    /// step on each frame, per-step feature importances (vector observations: a JSON
+    /// line and a figure of the env beside the bars per step, the mean over all
+    /// episodes) or saliency maps overlaid on the frames (images), and summary.json.
+    Explain(explain::ExplainCommand),
     /// Sends a finished run to an MLflow tracking server after the fact: params, tags,
     /// every metrics line, artifacts and status. Completes the MLflow run its record
     /// names (sending only what that run lacks), or makes a new one; prints its id.
@@ -151,6 +158,7 @@ fn run(cli: Cli) -> Result<()> {
             out_files(&files, &mut text);
         }
         Command::Play(cmd) => text = play::run(&cli.dir, &cmd)?,
+        Command::Explain(cmd) => text = explain::run(&cli.dir, &cmd)?,
         Command::MlflowExport {
             run,
             uri,

@@ -27,6 +27,10 @@
 //!   optionally smoothed by a Gaussian filter of `sigma` frame pixels, divided by its
 //!   maximum and added to one colour channel, `frame[c] += constant * S / max S`,
 //!   clipped to 0..255. [`overlay`].
+//!
+//! [`session`] writes an explained play's files.
+
+pub mod session;
 
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};

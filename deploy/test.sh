@@ -8,6 +8,9 @@
 #                           costs the run nothing; after-the-fact export completes it
 #   tests/tensorboard.sh    TensorBoard reads a short run's event files back; every
 #                           tag's steps and values must equal metrics.jsonl's
+#   tests/explain.sh        deploy/pipeline.sh trains and explains CartPole and Platform
+#                           runs; a Procgen run's saliency video, a headless MuJoCo
+#                           render; every file checked (ffprobe for the videos)
 #   tests/multihost.sh      learner and actors in separate network namespaces, started
 #                           by deploy/hosts.sh; a cut link, a reconnect (needs root)
 #   tests/k8s.sh            Kustomize output validated against Kubernetes schemas, the
@@ -23,7 +26,7 @@ cargo build --workspace --release --bins
 cargo test --workspace --release "$@"
 
 failed=()
-for t in tests/observability.sh tests/tensorboard.sh tests/mlflow.sh tests/multihost.sh tests/k8s.sh; do
+for t in tests/observability.sh tests/tensorboard.sh tests/mlflow.sh tests/explain.sh tests/multihost.sh tests/k8s.sh; do
   echo "test.sh: running $t"
   bash "$t" || failed+=("$t")
 done

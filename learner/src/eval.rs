@@ -13,7 +13,12 @@
 //! feature importance ([`crate::explain::gradient_importance`]) of every decision of
 //! every episode, averaged per named feature, exported as
 //! `volley_feature_importance{feature}` and kept in the best checkpoint's `eval.json`.
+//! For pixel observations, every `eval.saliency_every`-th evaluation writes what the
+//! evaluated policy looks at: Greydanus et al.'s perturbation saliency of the first
+//! observation of env 0, policy on blue and value on red over the env's frame, as
+//! `<run>/saliency/v<version>.png` (and `latest.png`).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -40,6 +45,8 @@ pub struct EvalConfig {
     /// Env steps after which an unfinished episode counts with its return so far.
     pub max_steps: u32,
     pub seed: u64,
+    /// Pixel observations: a saliency frame every this many evaluations (0: never).
+    pub saliency_every: u64,
 }
 
 impl Default for EvalConfig {
@@ -48,6 +55,7 @@ impl Default for EvalConfig {
             every_updates: 10,
             episodes: 10,
             max_steps: 10_000,
+            saliency_every: 5,
             seed: 12_345,
         }
     }
@@ -100,13 +108,20 @@ pub struct Evaluator {
 impl Evaluator {
     /// Starts the thread; it builds its envs and agent first, so a problem with either
     /// is reported here.
-    pub fn start(env_id: &EnvId, recipe: &AgentRecipe, cfg: &EvalConfig) -> Result<Evaluator> {
+    /// `run_dir` is where saliency frames go (none: not written).
+    pub fn start(
+        env_id: &EnvId,
+        recipe: &AgentRecipe,
+        cfg: &EvalConfig,
+        run_dir: Option<&Path>,
+    ) -> Result<Evaluator> {
         let env = make_vec_env(
             env_id,
             VecEnvOptions {
                 num_envs: cfg.episodes.max(1),
                 threads: 1,
-                render: false,
+                // Procgen draws its 512x512 frames only when one is asked for.
+                render: true,
             },
         )
         .with_context(|| format!("cannot make the evaluation envs of {env_id}"))?;
@@ -135,6 +150,12 @@ impl Evaluator {
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&cancel);
         let cfg = cfg.clone();
+        let saliency_dir = match env.observation_space() {
+            volley_common::env::Space::Image { .. } if cfg.saliency_every > 0 => {
+                run_dir.map(|d| d.join("saliency"))
+            }
+            _ => None,
+        };
         let thread = std::thread::Builder::new()
             .name("volley-eval".into())
             .spawn(move || {
@@ -143,9 +164,20 @@ impl Evaluator {
                 tch::set_num_threads(1);
                 let mut env = env;
                 let mut agent = agent;
-                for job in job_rx {
-                    let r = evaluate(&mut *env, &mut *agent, &cfg, &job, &stop, &features)
-                        .map_err(|e| format!("{e:#}"));
+                for (k, job) in job_rx.into_iter().enumerate() {
+                    let saliency = saliency_dir
+                        .as_deref()
+                        .filter(|_| k as u64 % cfg.saliency_every.max(1) == 0);
+                    let r = evaluate(
+                        &mut *env,
+                        &mut *agent,
+                        &cfg,
+                        &job,
+                        &stop,
+                        &features,
+                        saliency,
+                    )
+                    .map_err(|e| format!("{e:#}"));
                     if stop.load(Ordering::SeqCst) || result_tx.send(r).is_err() {
                         return;
                     }
@@ -309,6 +341,39 @@ impl EvalTracker {
     }
 }
 
+/// Writes the perturbation saliency of env 0's observation over its frame.
+fn saliency_frame(
+    env: &mut dyn VecEnv,
+    agent: &dyn Agent,
+    obs: &tch::Tensor,
+    act: &ActionBatch,
+    dir: &Path,
+    version: u64,
+) -> Result<()> {
+    use crate::explain::{overlay, perturbation_saliency, Overlay, Perturbation};
+    let row = obs.f_narrow(0, 0, 1)?.f_to_kind(tch::Kind::Float)?;
+    let taken = ActionBatch {
+        discrete: act.discrete.first().map(|&a| vec![a]).unwrap_or_default(),
+        ..ActionBatch::default()
+    };
+    let (pi, v) = perturbation_saliency(agent, &row, &taken, &Perturbation::default())?;
+    let mut frame = env.render(0)?;
+    let blue = Overlay {
+        channel: 2,
+        constant: 200.0,
+        sigma: None,
+    };
+    overlay(&mut frame, &pi, &blue)?;
+    if let Some(v) = &v {
+        overlay(&mut frame, v, &Overlay { channel: 0, ..blue })?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(format!("v{version}.png"));
+    crate::video::save_png(&frame, &path)?;
+    std::fs::copy(&path, dir.join("latest.png"))?;
+    Ok(())
+}
+
 /// Adds one step to the episodes still running; true once every env's first episode
 /// has ended.
 fn record(
@@ -337,6 +402,7 @@ fn evaluate(
     job: &Job,
     cancel: &AtomicBool,
     features: &[String],
+    saliency: Option<&Path>,
 ) -> Result<EvalResult> {
     agent
         .load_weights(&job.weights)
@@ -360,6 +426,14 @@ fn evaluate(
         }
         let obs = observations(&env.batch().obs, n, &shape)?;
         agent.act(&obs, &progress, Mode::Greedy, &mut act)?;
+        if let Some(dir) = saliency.filter(|_| len[0] == 0 && done[0].is_none()) {
+            if let Err(e) = saliency_frame(env, &*agent, &obs, &act, dir, job.version) {
+                volley_common::say!(
+                    "volley-learner: no saliency frame for weights v{}: {e:#}",
+                    job.version
+                );
+            }
+        }
         if !features.is_empty() {
             let rows = crate::explain::gradient_importance(&*agent, &obs, &act)?;
             for (row, _) in rows.iter().zip(&done).filter(|(_, d)| d.is_none()) {

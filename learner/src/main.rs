@@ -319,6 +319,7 @@ fn run(cli: Cli) -> Result<()> {
     let status = Arc::new(Mutex::new(Status::default()));
     let stop = volley_common::signals::stop_on_signals("volley-learner")?;
     let dir_shown = run_dir.path.display().to_string();
+    let run_path = run_dir.path.clone();
     let mut training = Training::new(
         cfg.clone(),
         built.algorithm,
@@ -340,7 +341,12 @@ fn run(cli: Cli) -> Result<()> {
         );
     }
     if cfg.eval.every_updates > 0 {
-        training.set_evaluator(Evaluator::start(&env_id, &recipe, &cfg.eval)?);
+        training.set_evaluator(Evaluator::start(
+            &env_id,
+            &recipe,
+            &cfg.eval,
+            Some(&run_path),
+        )?);
     }
     volley_common::say!(
         "volley-learner: run {} (id {}) in {} | {} on {} | device {:?} | grpc {} | metrics http://{}/metrics",

@@ -23,6 +23,28 @@ fn ppo_solves_cartpole() {
     let _a0 = start_actor(&run, "actor-0", free_port());
     let _a1 = start_actor(&run, "actor-1", free_port());
     learns(&run, "ppo cartpole", 475.0, Duration::from_secs(600));
+    // The evaluator explains its decisions: a share per named feature, summing to 1.
+    let shares: Vec<f64> = [
+        "cart position",
+        "cart velocity",
+        "pole angle",
+        "pole angular velocity",
+    ]
+    .iter()
+    .map(|f| {
+        labelled_metric(
+            run.metrics_port,
+            "volley_feature_importance",
+            &format!("feature=\"{f}\""),
+        )
+        .unwrap_or_else(|| panic!("no volley_feature_importance for {f}"))
+    })
+    .collect();
+    let total: f64 = shares.iter().sum();
+    assert!(
+        (total - 1.0).abs() < 1e-3,
+        "feature importances {shares:?} sum to {total}"
+    );
     plays_like_its_evaluation(&run, "ppo cartpole");
 }
 

@@ -9,6 +9,8 @@
 # 2. Live: a short PPO CartPole run with tracking.mlflow_uri set. tests/mlflow/check.py
 #    reads it back with MLflow's own client: tags, the config as params, every metric's
 #    full history equal to metrics.jsonl, status FINISHED, the artifacts.
+#    `volley-runs explain` on that run sends its explanation (explain/best/) to the same
+#    MLflow run as artifacts.
 # 3. A server that dies: a longer run; once MLflow has some of its metrics
 #    (volley_mlflow_sent_total > 0) the server is killed (SIGKILL). The learner must
 #    keep training to run.total_steps, exit 0, and say what it could not send;
@@ -142,6 +144,22 @@ wait_exit "$learner_pid" 90 "the live run (run.total_steps=20000)"
 wait_exit "$offline_pid" 90 "the offline run (run.total_steps=10000)"
 say "live run done ($(elapsed)): $(grep 'mlflow: run' "$work/live.learner.log" | sed 's/.*mlflow: //')"
 "$py" tests/mlflow/check.py "$uri" "$work/runs/live" || die "the live run read back from MLflow differs from its run directory"
+# Explaining a tracked run sends the explanation to its MLflow run.
+target/release/volley-runs --dir "$work/runs" explain live --episodes 2 --video gif --figures 3 \
+  >"$work/explain.log" 2>&1 || { cat "$work/explain.log" >&2; die "volley-runs explain live failed"; }
+grep -q "^mlflow: .* files sent to run" "$work/explain.log" || { cat "$work/explain.log" >&2; die "explain did not send the explanation to MLflow"; }
+"$py" - "$uri" "$work/runs/live" <<'PY' || die "the explanation is not among the MLflow run's artifacts"
+import json, os, sys
+from mlflow.tracking import MlflowClient
+uri, run = sys.argv[1], sys.argv[2]
+run_id = json.load(open(os.path.join(run, "run.json")))["mlflow_run_id"]
+c = MlflowClient(tracking_uri=uri)
+names = {os.path.basename(a.path) for a in c.list_artifacts(run_id, "explain/best")}
+want = {"episode.gif", "steps.jsonl", "summary.json", "importance.png", "steps"}
+missing = want - names
+print(f"mlflow: explain/best of run {run_id} holds {sorted(names)}")
+sys.exit(1 if missing else 0)
+PY
 
 # ------------------------------------------------------------------ a server that dies
 total=100000

@@ -430,3 +430,20 @@ pub fn plays_like_its_evaluation(run: &Run, what: &str) {
         "{what}: played at another seed {mp:.3} (returns {again:?}), the evaluation {me:.3} ({evaluated:?}): more than {bound:.3} apart"
     );
 }
+
+/// The run's log once it holds every one of `wanted` (the learner's stderr reaches
+/// the file through a copying thread, which may lag behind the port opening); panics
+/// with the log after `limit`.
+pub fn log_with(run: &Run, wanted: &[&str], limit: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let text = log_text(run);
+        if wanted.iter().all(|w| text.contains(w)) {
+            return text;
+        }
+        if start.elapsed() > limit {
+            panic!("the learner's log does not say {wanted:?} within {limit:?}:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

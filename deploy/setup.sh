@@ -83,7 +83,9 @@ PY=$(find_python) || fail "no python3 found: install python3 (Debian package pyt
 
 step="system libraries"
 need_pkgs=()
-have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
+# (grep -q on a pipe would make ldconfig die of SIGPIPE, a failure under pipefail.)
+ldconfig_cache=$(ldconfig -p 2>/dev/null || true)
+have_lib() { grep -qF "$1" <<<"$ldconfig_cache"; }
 have_lib 'libglib-2.0.so.0' || need_pkgs+=(libglib2.0-0)
 have_lib 'libgthread-2.0.so.0' || need_pkgs+=(libglib2.0-0)
 have_lib 'libz.so.1' || need_pkgs+=(zlib1g)

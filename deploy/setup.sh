@@ -7,6 +7,11 @@
 #   procgen 0.10.7 (PyPI wheel)       libenv.so and its assets, loaded at run time
 #   mujoco 3.17.0  (PyPI wheel)       libmujoco.so for mujoco-rs =7.0.0
 #   gymnasium 1.4.0 (PyPI wheel)      the MuJoCo v5 XML models
+#   ale-py 0.12.1  (PyPI sdist)       ALE's C++ source and the Atari ROMs: ALE is built
+#                                     here with deploy/ale/shim.cpp into
+#                                     .deps/ale/libvolley_ale.so, loaded at run time
+#                                     (GPL-2.0: never committed to or shipped with volley)
+#   cmake, g++, make, zlib (Debian)   that build, when missing
 #   system libraries (Debian packages) that libenv.so needs, and EGL with Mesa's
 #                                     OpenGL for drawing MuJoCo frames without a display
 #   fonts-dejavu-core (Debian)        the plots' font, unless a DejaVuSans.ttf is here
@@ -31,6 +36,12 @@ MUJOCO_WHEEL=mujoco-3.17.0-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_
 MUJOCO_SHA256=d66928d86a2d1b601bbaa4dc11db50214d17d5301bb8afd84721313b67ff0874
 GYMNASIUM_WHEEL=gymnasium-1.4.0-py3-none-any.whl
 GYMNASIUM_SHA256=1cb947c59e7c72d8eabb2c2274c00cd20948e69f8452a9ef4092223be24fdf0e
+# The ale-py source distribution, pinned by hash; scikit-build-core is its build
+# backend, which pip runs only to read the sdist's metadata.
+ALE_VERSION=0.12.1
+ALE_SDIST=ale_py-0.12.1.tar.gz
+ALE_SHA256=c503d574c5983e1063b451201ccb779d935919c0f6bf116fb0f4f8aa4c86d249
+SCIKIT_BUILD_CORE_VERSION=0.11.6
 
 step=""
 fail() {
@@ -66,6 +77,33 @@ fetch_wheel() { # name version file sha256 [pip download args...]
   fi
 }
 
+# Downloads a pinned source distribution (if absent) and checks its hash. pip reads
+# an sdist's metadata with its build backend before saving it; the backend (and
+# nothing else of the sdist's build requirements) is installed into a scratch folder
+# for that.
+fetch_sdist() { # name version file sha256 backend-requirement
+  local name=$1 version=$2 file=$3 sha=$4 backend=$5
+  if [ ! -f "$deps/wheels/$file" ]; then
+    say "downloading the $name==$version source distribution"
+    local tools="$deps/wheels/.backend-$name"
+    rm -rf "$tools"
+    PIP_ROOT_USER_ACTION=ignore "$PY" -m pip install -q --disable-pip-version-check --only-binary=:all: \
+      --target "$tools" "$backend" \
+      || fail "pip could not install $backend to read the $name sdist (is the package registry reachable?)"
+    PYTHONPATH="$tools" "$PY" -m pip download -q --disable-pip-version-check --no-deps \
+      --no-binary "$name" --no-build-isolation -d "$deps/wheels" "$name==$version" \
+      || { rm -rf "$tools"; fail "pip could not download the $name==$version sdist (is the package registry reachable?)"; }
+    rm -rf "$tools"
+  fi
+  [ -f "$deps/wheels/$file" ] || fail "expected $file after downloading $name==$version"
+  local got
+  got=$(sha256sum "$deps/wheels/$file" | cut -d' ' -f1)
+  if [ "$got" != "$sha" ]; then
+    rm -f "$deps/wheels/$file"
+    fail "hash mismatch for $file: expected $sha, got $got (file removed; run again)"
+  fi
+}
+
 # Unpacks members of a wheel (a zip) into a folder with Python, which is always here.
 unzip_members() { # wheel dest prefix...
   "$PY" - "$@" <<'EOF'
@@ -83,7 +121,9 @@ PY=$(find_python) || fail "no python3 found: install python3 (Debian package pyt
 
 step="system libraries"
 need_pkgs=()
-have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
+# (grep -q on a pipe would make ldconfig die of SIGPIPE, a failure under pipefail.)
+ldconfig_cache=$(ldconfig -p 2>/dev/null || true)
+have_lib() { grep -qF "$1" <<<"$ldconfig_cache"; }
 have_lib 'libglib-2.0.so.0' || need_pkgs+=(libglib2.0-0)
 have_lib 'libgthread-2.0.so.0' || need_pkgs+=(libglib2.0-0)
 have_lib 'libz.so.1' || need_pkgs+=(zlib1g)
@@ -108,6 +148,10 @@ have_font || need_pkgs+=(fonts-dejavu-core)
 # MP4 videos are encoded by the ffmpeg program (learner/src/video/mp4.rs); the video
 # tests decode them with ffprobe, of the same package.
 { command -v ffmpeg && command -v ffprobe; } >/dev/null 2>&1 || need_pkgs+=(ffmpeg)
+# ALE is compiled here (the ale step below): CMake, a C++17 compiler, make, zlib's headers.
+command -v cmake >/dev/null 2>&1 || need_pkgs+=(cmake)
+{ command -v g++ && command -v make; } >/dev/null 2>&1 || need_pkgs+=(g++ make)
+[ -f /usr/include/zlib.h ] || need_pkgs+=(zlib1g-dev)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   sudo_cmd=""
@@ -168,6 +212,44 @@ if [ ! -f "$deps/gymnasium/.installed-$GYMNASIUM_VERSION" ]; then
   touch "$deps/gymnasium/.installed-$GYMNASIUM_VERSION"
 fi
 
+step="ale $ALE_VERSION"
+# The stamp names the shim's sources too, so that editing deploy/ale/ rebuilds.
+[ -f "$root/deploy/ale/shim.cpp" ] || fail "deploy/ale/ (ALE's shim) is missing from this checkout"
+ale_shim_id=$(cat "$root"/deploy/ale/shim.cpp "$root"/deploy/ale/CMakeLists.txt "$root"/deploy/ale/exports.map \
+  | sha256sum | cut -c1-12)
+if [ ! -f "$deps/ale/.installed-$ALE_VERSION-$ale_shim_id" ]; then
+  fetch_sdist ale-py "$ALE_VERSION" "$ALE_SDIST" "$ALE_SHA256" "scikit-build-core==$SCIKIT_BUILD_CORE_VERSION"
+  ale_build="$deps/ale-build"
+  ale_src="$ale_build/ale_py-$ALE_VERSION"
+  ale_log="$ale_build/build.log"
+  # The unpacked sources and CMake's build folder are kept, so that a change of the
+  # shim recompiles only the shim.
+  mkdir -p "$ale_build"
+  if [ ! -f "$ale_src/version.txt" ]; then
+    rm -rf "$ale_src"
+    tar -xzf "$deps/wheels/$ALE_SDIST" -C "$ale_build" \
+      "ale_py-$ALE_VERSION/CMakeLists.txt" "ale_py-$ALE_VERSION/version.txt" \
+      "ale_py-$ALE_VERSION/LICENSE.md" "ale_py-$ALE_VERSION/cmake" "ale_py-$ALE_VERSION/src" \
+      || fail "could not unpack $ALE_SDIST"
+  fi
+  say "building ALE $ALE_VERSION and volley's shim (a few minutes; log in .deps/ale-build/build.log)"
+  # CMAKE_DISABLE_FIND_PACKAGE_Git: ALE asks git for its commit, which here would be
+  # volley's (the sources lie inside this checkout).
+  cmake -S "$root/deploy/ale" -B "$ale_build/cmake" -DCMAKE_BUILD_TYPE=Release \
+    -DVOLLEY_ALE_SRC="$ale_src" -DBUILD_PYTHON_LIB=OFF -DSDL_SUPPORT=OFF \
+    -DCMAKE_DISABLE_FIND_PACKAGE_Git=TRUE >"$ale_log" 2>&1 \
+    || { tail -n 30 "$ale_log" >&2; fail "cmake could not configure ALE (log: $ale_log)"; }
+  cmake --build "$ale_build/cmake" --target volley_ale -j "$(nproc 2>/dev/null || echo 2)" >>"$ale_log" 2>&1 \
+    || { tail -n 30 "$ale_log" >&2; fail "ALE or the shim did not compile (log: $ale_log)"; }
+  rm -rf "$deps/ale" "$deps/ale.tmp"
+  mkdir -p "$deps/ale.tmp/roms"
+  cp "$ale_build/cmake/libvolley_ale.so" "$deps/ale.tmp/"
+  cp "$ale_src"/src/ale/python/roms/*.bin "$ale_src/src/ale/python/roms/md5.json" "$deps/ale.tmp/roms/"
+  cp "$ale_src/LICENSE.md" "$deps/ale.tmp/LICENSE.md"
+  mv "$deps/ale.tmp" "$deps/ale"
+  touch "$deps/ale/.installed-$ALE_VERSION-$ale_shim_id"
+fi
+
 step="cargo config"
 torch_dir=""
 for d in "$deps"/venv/lib/python3*/site-packages/torch; do
@@ -198,4 +280,4 @@ if ! cmp -s "$tmp" "$config"; then mv "$tmp" "$config"; else rm -f "$tmp"; fi
 step=""
 torch_note="torch $TORCH_VERSION"
 [ -n "$torch_dir" ] || torch_note="torch skipped"
-say "native stack ready in .deps/ ($torch_note, procgen $PROCGEN_VERSION, mujoco $MUJOCO_VERSION, gymnasium $GYMNASIUM_VERSION models)"
+say "native stack ready in .deps/ ($torch_note, procgen $PROCGEN_VERSION, mujoco $MUJOCO_VERSION, gymnasium $GYMNASIUM_VERSION models, ALE $ALE_VERSION)"

@@ -27,3 +27,9 @@ pub fn procgen_dir() -> PathBuf {
 pub fn mujoco_models_dir() -> PathBuf {
     deps_dir().join("gymnasium").join("assets")
 }
+
+/// ALE's shim library `libvolley_ale.so` (ALE built with `deploy/ale/shim.cpp`) and the
+/// Atari ROMs in `roms/`.
+pub fn ale_dir() -> PathBuf {
+    deps_dir().join("ale")
+}

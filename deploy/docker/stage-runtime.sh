@@ -16,9 +16,10 @@
 #   actor    volley-actor; only the libraries `ldd volley-actor` resolves under .deps/
 #            (libtorch_cpu, libc10, libgomp, libcudart, libcupti: about 0.5 GB
 #            instead of about 3.7 GB)
-# Both take MuJoCo's library, procgen's libenv.so and assets, and Gymnasium's MuJoCo
-# models. VOLLEY_STAGE_HARDLINK=1 makes hard links instead of copies, for trying this
-# outside Docker without copying gigabytes.
+# Both take MuJoCo's library, procgen's libenv.so and assets, Gymnasium's MuJoCo
+# models, and ALE's libvolley_ale.so with the ROMs (.deps/ale, built by setup.sh).
+# VOLLEY_STAGE_HARDLINK=1 makes hard links instead of copies, for trying this outside
+# Docker without copying gigabytes.
 set -euo pipefail
 
 role="${1:?usage: stage-runtime.sh learner|actor DEST}"
@@ -74,6 +75,7 @@ put "$deps/mujoco/lib"
 put "$deps/procgen/libenv.so"
 put "$deps/procgen/assets"
 put "$deps/gymnasium/assets"
+put "$deps/ale"
 
 if [ "$role" = learner ]; then
   torch=""

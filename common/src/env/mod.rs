@@ -7,10 +7,12 @@
 //!   pool of worker threads without allocating per step;
 //! - [`cartpole`], [`platform`], [`mujoco`]: single-env simulators;
 //! - [`procgen`]: the 16 Procgen games through procgen's own vectorised C library;
+//! - [`ale`]: Atari 2600 games through the Arcade Learning Environment's emulator;
 //! - [`render`]: [`Frame`]s, what an env looks like (RGB, rows top to bottom);
 //! - [`registry`]: env ids as users write them (`procgen:starpilot?num_levels=200`,
 //!   `Hopper-v5`, ...) and the one constructor, [`make_vec_env`].
 
+pub mod ale;
 pub mod cartpole;
 pub mod mujoco;
 pub mod platform;

@@ -352,7 +352,6 @@ pub fn play(
     env.reset(opts.seed)?;
     let mut done: Vec<Option<Episode>> = vec![None; n];
     let (mut ret, mut len) = (vec![0f64; n], vec![0u32; n]);
-    let mut prev_obs: Option<ObsBuf> = None;
     for _ in 0..opts.max_steps {
         let obs = observations(&env.batch().obs, n, &shape)?;
         agent.act(&obs, &trained.progress, opts.mode, &mut act)?;
@@ -372,11 +371,12 @@ pub fn play(
                 index: 0,
             })?;
         }
-        if record.is_some() {
-            prev_obs = Some(env.batch().obs.clone());
-        }
         let actions = act.env_actions(&space, &mut clipped)?;
-        let taken_env = TakenRows::of(&actions);
+        // What a recording keeps of this step: the observations before it and the
+        // actions as the env takes them.
+        let before = record
+            .is_some()
+            .then(|| (env.batch().obs.clone(), TakenRows::of(&actions)));
         let batch = env.step(actions)?;
         for i in 0..n {
             if done[i].is_some() {
@@ -384,7 +384,7 @@ pub fn play(
             }
             ret[i] += f64::from(batch.reward[i]);
             len[i] += 1;
-            if let (Some(t), Some(before)) = (record.as_mut(), prev_obs.as_ref()) {
+            if let (Some(t), Some((before, taken_env))) = (record.as_mut(), before.as_ref()) {
                 let next = if batch.done(i) && batch.has_final_obs {
                     &batch.final_obs
                 } else {
@@ -396,7 +396,7 @@ pub fn play(
                     next,
                     i,
                     obs_len,
-                    &taken_env,
+                    taken_env,
                     batch.reward[i],
                     batch.terminated[i],
                     batch.truncated[i],

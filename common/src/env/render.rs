@@ -163,11 +163,6 @@ pub(crate) fn save_png(frame: &Frame, name: &str) -> std::path::PathBuf {
     path
 }
 
-/// The error of an env that has no picture.
-pub fn cannot_render(what: &str) -> EnvError {
-    EnvError::BadSettings(format!("{what} cannot render frames"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

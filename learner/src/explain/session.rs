@@ -86,6 +86,9 @@ pub struct Explainer {
     /// height.
     min_height: u32,
     watched: Option<(f64, u32)>,
+    /// Env 0's importance from the last [`Watcher::batch`] call (which comes just
+    /// before [`Watcher::step`] for the same observations), so it is computed once.
+    row0: Option<Vec<f32>>,
     /// The env's action space, for writing actions in words.
     action_space: Option<Space>,
 }
@@ -126,6 +129,7 @@ impl Explainer {
             video,
             min_height: 256,
             watched: None,
+            row0: None,
             action_space: None,
         })
     }
@@ -282,6 +286,7 @@ impl Watcher for Explainer {
             return Ok(());
         }
         let rows = gradient_importance(agent, obs, taken)?;
+        self.row0 = rows.first().cloned();
         for (row, _) in rows.iter().zip(live).filter(|(_, &l)| l) {
             if self.importance_sum.len() != row.len() {
                 self.names_for(row.len());
@@ -333,7 +338,10 @@ impl Watcher for Explainer {
                 }
             }
         } else {
-            let imp = gradient_importance(m.agent, &m.obs, &m.taken)?.remove(0);
+            let imp = match self.row0.take() {
+                Some(row) => row,
+                None => gradient_importance(m.agent, &m.obs, &m.taken)?.remove(0),
+            };
             let names = self.names_for(imp.len()).to_vec();
             let top = imp
                 .iter()

@@ -73,18 +73,7 @@ impl<B: DrawingBackend> FontBackend<B> {
         let upem = self.font.units_per_em().unwrap_or(1000.0);
         let scale = PxScale::from(em * self.font.height_unscaled() / upem);
         let scaled = self.font.as_scaled(scale);
-        let mut glyphs = Vec::with_capacity(text.len());
-        let mut x = 0.0;
-        let mut prev = None;
-        for c in text.chars() {
-            let id = scaled.glyph_id(c);
-            if let Some(p) = prev {
-                x += scaled.kern(p, id);
-            }
-            glyphs.push(id.with_scale_and_position(scale, point(x, 0.0)));
-            x += scaled.h_advance(id);
-            prev = Some(id);
-        }
+        let (glyphs, x) = super::font::lay_out(&scaled, scale, text);
         Line {
             glyphs,
             width: x,

@@ -124,6 +124,28 @@ pub(crate) fn loaded() -> PlotResult<(PathBuf, &'static [u8])> {
     Ok((path, bytes))
 }
 
+/// `text` laid out on one line with kerning, glyph by glyph on the baseline from
+/// x = 0, and the line's advance: what the figures' and the videos' text share.
+pub(crate) fn lay_out<F: ab_glyph::Font, S: ab_glyph::ScaleFont<F>>(
+    scaled: &S,
+    scale: ab_glyph::PxScale,
+    text: &str,
+) -> (Vec<ab_glyph::Glyph>, f32) {
+    let mut glyphs = Vec::with_capacity(text.len());
+    let mut x = 0.0;
+    let mut prev = None;
+    for c in text.chars() {
+        let id = scaled.glyph_id(c);
+        if let Some(p) = prev {
+            x += scaled.kern(p, id);
+        }
+        glyphs.push(id.with_scale_and_position(scale, ab_glyph::point(x, 0.0)));
+        x += scaled.h_advance(id);
+        prev = Some(id);
+    }
+    (glyphs, x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,19 +125,8 @@ pub fn annotate_at(frame: &mut Frame, lines: &[&str], corner: Corner) -> VideoRe
 
 /// Lays `text` out on one line with kerning.
 fn layout<F: Font, S: ScaleFont<F>>(scaled: &S, scale: PxScale, text: &str) -> Line {
-    let mut glyphs = Vec::with_capacity(text.len());
-    let mut x = 0.0;
-    let mut prev = None;
-    for c in text.chars() {
-        let id = scaled.glyph_id(c);
-        if let Some(p) = prev {
-            x += scaled.kern(p, id);
-        }
-        glyphs.push(id.with_scale_and_position(scale, point(x, 0.0)));
-        x += scaled.h_advance(id);
-        prev = Some(id);
-    }
-    Line { glyphs, width: x }
+    let (glyphs, width) = font::lay_out(scaled, scale, text);
+    Line { glyphs, width }
 }
 
 /// Mixes `rgb` into the pixel at `(x, y)` with opacity `alpha`; outside the frame

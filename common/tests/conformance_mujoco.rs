@@ -147,7 +147,9 @@ fn check_transitions(task: MujocoTask) {
                 "{what}: fixture actions are float32 values"
             );
         }
-        let step = env.step(ActionRef::Continuous(&action), &mut rng, &mut obs);
+        let step = env
+            .step(ActionRef::Continuous(&action), &mut rng, &mut obs)
+            .expect("step");
         worst_obs = worst_obs.max(check_obs(&what, &obs, &t.obs));
         assert!(
             close(step.reward, t.reward),
@@ -344,17 +346,19 @@ fn speed_against_bare_mj_step() {
         let mut run_env = |record: bool| {
             let mut rng = EnvRng::seed_from_u64(2);
             let mut resets: Vec<(usize, Vec<f64>, Vec<f64>)> = Vec::new();
-            env.reset(&mut rng, &mut obs);
+            env.reset(&mut rng, &mut obs).expect("env call");
             if record {
                 resets.push((0, env.qpos().to_vec(), env.qvel().to_vec()));
             }
             let mut len = 0u32;
             let start = Instant::now();
             for i in 0..STEPS {
-                let s = env.step(ActionRef::Continuous(action(i)), &mut rng, &mut obs);
+                let s = env
+                    .step(ActionRef::Continuous(action(i)), &mut rng, &mut obs)
+                    .expect("env call");
                 len += 1;
                 if s.terminated || len >= 1000 {
-                    env.reset(&mut rng, &mut obs);
+                    env.reset(&mut rng, &mut obs).expect("env call");
                     if record {
                         resets.push((i + 1, env.qpos().to_vec(), env.qvel().to_vec()));
                     }

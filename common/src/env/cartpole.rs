@@ -41,6 +41,8 @@ impl CartPole {
 }
 
 impl Env for CartPole {
+    type Obs = f32;
+
     fn observation_space(&self) -> Space {
         let hi = [
             (X_THRESHOLD * 2.0) as f32,
@@ -63,14 +65,20 @@ impl Env for CartPole {
         Some(500)
     }
 
-    fn reset(&mut self, rng: &mut EnvRng, obs: &mut [f32]) {
+    fn reset(&mut self, rng: &mut EnvRng, obs: &mut [f32]) -> EnvResult<()> {
         for s in &mut self.state {
             *s = rng.random_range(-0.05..0.05);
         }
         self.write_obs(obs);
+        Ok(())
     }
 
-    fn step(&mut self, action: ActionRef<'_>, _rng: &mut EnvRng, obs: &mut [f32]) -> Step {
+    fn step(
+        &mut self,
+        action: ActionRef<'_>,
+        _rng: &mut EnvRng,
+        obs: &mut [f32],
+    ) -> EnvResult<Step> {
         let push_right = matches!(action, ActionRef::Discrete(1));
         let [x, x_dot, theta, theta_dot] = self.state;
         let force = if push_right { FORCE_MAG } else { -FORCE_MAG };
@@ -87,11 +95,12 @@ impl Env for CartPole {
         ];
         self.write_obs(obs);
         let [x, _, theta, _] = self.state;
-        Step {
+        Ok(Step {
             reward: 1.0,
             terminated: !(-X_THRESHOLD..=X_THRESHOLD).contains(&x)
                 || !(-THETA_THRESHOLD..=THETA_THRESHOLD).contains(&theta),
-        }
+            truncated: false,
+        })
     }
 
     fn render(&mut self) -> EnvResult<Frame> {
@@ -161,7 +170,9 @@ mod tests {
         };
         let mut rng = EnvRng::seed_from_u64(0);
         let mut obs = [0.0f32; 4];
-        let s = env.step(ActionRef::Discrete(1), &mut rng, &mut obs);
+        let s = env
+            .step(ActionRef::Discrete(1), &mut rng, &mut obs)
+            .unwrap();
         // temp = (10 + 0.05 * 0.0016 * sin(0.03)) / 1.1
         let (sin, cos) = 0.03f64.sin_cos();
         let temp = (10.0 + 0.05 * 0.04 * 0.04 * sin) / 1.1;
@@ -187,7 +198,9 @@ mod tests {
         };
         let mut rng = EnvRng::seed_from_u64(0);
         let mut obs = [0.0f32; 4];
-        let s = env.step(ActionRef::Discrete(1), &mut rng, &mut obs);
+        let s = env
+            .step(ActionRef::Discrete(1), &mut rng, &mut obs)
+            .unwrap();
         assert!(s.terminated);
         assert_eq!(s.reward, 1.0);
     }

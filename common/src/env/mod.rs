@@ -119,6 +119,13 @@ pub struct StepBatch {
     pub episode_return: Vec<f32>,
     /// For rows where an episode ended: its length in steps.
     pub episode_length: Vec<u32>,
+    /// Lives left after the step, before any auto-reset (for a row whose episode ended:
+    /// the lives it ended with), in games that have lives (Atari); 0 elsewhere.
+    pub lives: Vec<i32>,
+    /// The step lost a life (its lives went down; a game over that takes the last life
+    /// counts too). Always false in envs without lives. Training can treat it as the
+    /// end of an episode (Atari's `episodic_life`) while the game goes on.
+    pub life_lost: Vec<bool>,
 }
 
 impl StepBatch {
@@ -143,6 +150,8 @@ impl StepBatch {
             has_final_obs,
             episode_return: vec![0.0; num_envs],
             episode_length: vec![0; num_envs],
+            lives: vec![0; num_envs],
+            life_lost: vec![false; num_envs],
         }
     }
 
@@ -162,6 +171,7 @@ impl StepBatch {
         self.reward.fill(0.0);
         self.terminated.fill(false);
         self.truncated.fill(false);
+        self.life_lost.fill(false);
     }
 }
 
@@ -193,20 +203,70 @@ pub trait VecEnv: Send {
 pub struct Step {
     pub reward: f64,
     pub terminated: bool,
+    /// The env's own time limit cut the episode short (ALE's frame limit); the vector
+    /// env adds its step limit ([`Env::max_episode_steps`]) to it.
+    pub truncated: bool,
 }
 
-/// A single-env simulator with `f32` vector observations, stepped by
-/// [`threaded::ThreadedVecEnv`], which adds auto-reset, the time limit and episode
-/// statistics.
+/// The element type of an [`Env`]'s observations: `f32` (vectors) or `u8` (images),
+/// and so which [`ObsBuf`] a vector of such envs fills.
+pub trait ObsElem: Copy + Default + Send + Sync + 'static {
+    /// Whether observations are `u8` (the [`ObsBuf::U8`] variant).
+    const U8: bool;
+    /// The rows of `buf`, which must be of this element type.
+    fn rows(buf: &mut ObsBuf) -> Option<&mut [Self]>;
+}
+
+impl ObsElem for f32 {
+    const U8: bool = false;
+    fn rows(buf: &mut ObsBuf) -> Option<&mut [f32]> {
+        match buf {
+            ObsBuf::F32(v) => Some(v),
+            ObsBuf::U8(_) => None,
+        }
+    }
+}
+
+impl ObsElem for u8 {
+    const U8: bool = true;
+    fn rows(buf: &mut ObsBuf) -> Option<&mut [u8]> {
+        match buf {
+            ObsBuf::U8(v) => Some(v),
+            ObsBuf::F32(_) => None,
+        }
+    }
+}
+
+/// A single-env simulator, stepped by [`threaded::ThreadedVecEnv`], which adds
+/// auto-reset, the time limit and episode statistics. Observations are rows of
+/// [`Env::Obs`]: `f32` vectors, or `u8` images (HWC).
 pub trait Env: Send + 'static {
+    /// `f32` or `u8`.
+    type Obs: ObsElem;
     fn observation_space(&self) -> Space;
     fn action_space(&self) -> Space;
     /// Episodes are truncated after this many steps (Gymnasium's `TimeLimit`).
     fn max_episode_steps(&self) -> Option<u32>;
+    /// Seeds the env's own generator, for envs that have one (ALE's, which its sticky
+    /// actions draw from): called on [`VecEnv::reset`] with env `i`'s seed, before
+    /// [`Env::reset`]; auto-resets keep the generator running. The others draw from
+    /// the `rng` they are given and ignore it.
+    fn seed(&mut self, _seed: u64) -> EnvResult<()> {
+        Ok(())
+    }
     /// Starts a new episode and writes its first observation.
-    fn reset(&mut self, rng: &mut EnvRng, obs: &mut [f32]);
+    fn reset(&mut self, rng: &mut EnvRng, obs: &mut [Self::Obs]) -> EnvResult<()>;
     /// Applies one already-validated action and writes the next observation.
-    fn step(&mut self, action: ActionRef<'_>, rng: &mut EnvRng, obs: &mut [f32]) -> Step;
+    fn step(
+        &mut self,
+        action: ActionRef<'_>,
+        rng: &mut EnvRng,
+        obs: &mut [Self::Obs],
+    ) -> EnvResult<Step>;
     /// What the env looks like now (see [`render`] for the layout).
     fn render(&mut self) -> EnvResult<Frame>;
+    /// Lives left, in games that have them (Atari).
+    fn lives(&self) -> Option<i32> {
+        None
+    }
 }

@@ -38,7 +38,7 @@
 use rand::Rng;
 use rand_distr::StandardNormal;
 
-use super::{ActionRef, Env, EnvResult, EnvRng, Frame, ParamBox, Space, Step};
+use super::{ActionRef, Env, EnvError, EnvResult, EnvRng, Frame, ParamBox, Space, Step};
 
 // Platform constants (`Constants` in the original).
 const PLATFORM_HEIGHT: f64 = 40.0;
@@ -300,6 +300,7 @@ impl Platform {
                 return Step {
                     reward,
                     terminated: terminal,
+                    truncated: false,
                 };
             }
         }
@@ -465,6 +466,8 @@ impl Platform {
 }
 
 impl Env for Platform {
+    type Obs = f32;
+
     fn observation_space(&self) -> Space {
         let mut low = vec![0.0f32; OBS_LEN];
         let mut high = vec![1.0f32; OBS_LEN];
@@ -496,18 +499,24 @@ impl Env for Platform {
         Some(200)
     }
 
-    fn reset(&mut self, _rng: &mut EnvRng, obs: &mut [f32]) {
+    fn reset(&mut self, _rng: &mut EnvRng, obs: &mut [f32]) -> EnvResult<()> {
         self.reset_state();
         self.write_obs(obs);
+        Ok(())
     }
 
     /// Takes the chosen parameter (each choice has one, so choice `k` reads
     /// `params[k]`).
     ///
-    /// # Panics
-    /// If the action is not a parameterised one with a choice in `0..3` and three
-    /// parameters: the vector env validates actions against the action space first.
-    fn step(&mut self, action: ActionRef<'_>, rng: &mut EnvRng, obs: &mut [f32]) -> Step {
+    /// An action that is not a parameterised one with a choice in `0..3` and three
+    /// parameters is an error (the vector env validates actions against the action
+    /// space first, so it does not get here).
+    fn step(
+        &mut self,
+        action: ActionRef<'_>,
+        rng: &mut EnvRng,
+        obs: &mut [f32],
+    ) -> EnvResult<Step> {
         let decoded = match action {
             ActionRef::Parameterised { choice, params } if params.len() == 3 => {
                 Action::from_index(choice).map(|a| (a, params[choice]))
@@ -515,11 +524,13 @@ impl Env for Platform {
             _ => None,
         };
         let Some((act, param)) = decoded else {
-            panic!("platform takes a parameterised action with a choice in 0..3 and 3 parameters, got {action:?}");
+            return Err(EnvError::InvalidAction(format!(
+                "platform takes a parameterised action with a choice in 0..3 and 3 parameters, got {action:?}"
+            )));
         };
         let step = self.step_with(act, f64::from(param), rng);
         self.write_obs(obs);
-        step
+        Ok(step)
     }
 
     /// The reference's picture (`_draw_render_state`) in flat colours instead of its
@@ -639,7 +650,7 @@ mod tests {
         let mut env = Platform::new();
         let mut rng = EnvRng::seed_from_u64(1);
         let mut obs = [f32::NAN; OBS_LEN];
-        env.reset(&mut rng, &mut obs);
+        env.reset(&mut rng, &mut obs).unwrap();
         assert_eq!(obs[9], 0.0);
         let params = [30.0f32, 0.0, 0.0];
         env.step(
@@ -649,7 +660,8 @@ mod tests {
             },
             &mut rng,
             &mut obs,
-        );
+        )
+        .unwrap();
         assert_eq!(obs[9], 20.0);
         for (o, f) in obs.iter().zip(env.features()) {
             assert_eq!(*o, f as f32);
@@ -741,7 +753,8 @@ mod tests {
             },
             &mut rng,
             &mut obs,
-        );
+        )
+        .unwrap();
         let g = env.render().unwrap();
         assert_ne!(f, g, "the player moved");
     }

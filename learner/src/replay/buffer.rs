@@ -772,6 +772,8 @@ mod tests {
             has_final_obs: true,
             episode_return: vec![0.0; 3],
             episode_length: vec![0; 3],
+            lives: vec![0; 3],
+            life_lost: vec![false; 3],
         };
         let mut buf = ReplayBuffer::new(4, 2, 1, u64::MAX, Device::Cpu).unwrap();
         buf.push_env_step(&[0.0, 0.0, 1.0, 1.0, 2.0, 2.0], &[0.1, 0.2, 0.3], &step)

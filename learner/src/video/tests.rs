@@ -429,7 +429,7 @@ fn cartpole_episode(steps: usize) -> Vec<Frame> {
     let mut env = CartPole::default();
     let mut rng = EnvRng::seed_from_u64(7);
     let mut obs = [0.0f32; 4];
-    env.reset(&mut rng, &mut obs);
+    env.reset(&mut rng, &mut obs).unwrap();
     let mut ret = 0.0;
     let mut frames = Vec::new();
     for t in 0..steps {
@@ -445,7 +445,9 @@ fn cartpole_episode(steps: usize) -> Vec<Frame> {
         .unwrap();
         frames.push(f);
         let right = obs[2] + 0.3 * obs[3] > 0.0;
-        let step = env.step(ActionRef::Discrete(i64::from(right)), &mut rng, &mut obs);
+        let step = env
+            .step(ActionRef::Discrete(i64::from(right)), &mut rng, &mut obs)
+            .unwrap();
         ret += step.reward;
     }
     frames

@@ -577,6 +577,8 @@ impl MujocoEnv {
 }
 
 impl Env for MujocoEnv {
+    type Obs = f32;
+
     /// The current state as Gymnasium's `render_mode="rgb_array"` draws it, with the camera
     /// following the torso (see [`render`]). The first call makes the GL context.
     fn render(&mut self) -> EnvResult<super::Frame> {
@@ -612,7 +614,7 @@ impl Env for MujocoEnv {
         Some(MAX_EPISODE_STEPS)
     }
 
-    fn reset(&mut self, rng: &mut EnvRng, obs: &mut [f32]) {
+    fn reset(&mut self, rng: &mut EnvRng, obs: &mut [f32]) -> EnvResult<()> {
         self.reset_data();
         let scale = self.params.reset_noise_scale;
         let normal_qvel = self.params.normal_qvel_noise;
@@ -629,9 +631,15 @@ impl Env for MujocoEnv {
         }
         self.forward();
         self.write_obs(obs);
+        Ok(())
     }
 
-    fn step(&mut self, action: ActionRef<'_>, _rng: &mut EnvRng, obs: &mut [f32]) -> Step {
+    fn step(
+        &mut self,
+        action: ActionRef<'_>,
+        _rng: &mut EnvRng,
+        obs: &mut [f32],
+    ) -> EnvResult<Step> {
         let action: &[f32] = match action {
             ActionRef::Continuous(a) => a,
             // Not reachable after validation against the box action space.
@@ -658,18 +666,20 @@ impl Env for MujocoEnv {
         self.x_before = x_after;
         self.write_obs(obs);
         let ctrl_cost = self.ctrl_cost(action);
-        match self.task {
+        Ok(match self.task {
             MujocoTask::Hopper => {
                 let healthy = self.is_healthy();
                 let healthy_reward = if healthy { HEALTHY_REWARD } else { 0.0 };
                 Step {
                     reward: (x_velocity + healthy_reward) - ctrl_cost,
                     terminated: !healthy,
+                    truncated: false,
                 }
             }
             MujocoTask::HalfCheetah => Step {
                 reward: x_velocity - ctrl_cost,
                 terminated: false,
+                truncated: false,
             },
             MujocoTask::Ant => {
                 let healthy = self.is_healthy();
@@ -677,9 +687,10 @@ impl Env for MujocoEnv {
                 Step {
                     reward: (x_velocity + healthy_reward) - (ctrl_cost + self.contact_cost()),
                     terminated: !healthy,
+                    truncated: false,
                 }
             }
-        }
+        })
     }
 }
 
@@ -808,7 +819,7 @@ mod tests {
             let mut obs = vec![0.0f32; env.obs_len()];
             let (mut dq, mut dv) = (Vec::new(), Vec::new());
             for _ in 0..RESETS {
-                env.reset(&mut rng, &mut obs);
+                env.reset(&mut rng, &mut obs).unwrap();
                 dq.extend(env.qpos().iter().zip(&qpos0).map(|(q, q0)| q - q0));
                 dv.extend_from_slice(env.qvel());
                 // The observation is the layout of the state just set.
@@ -860,17 +871,18 @@ mod tests {
         let mut obs_a = vec![0.0f32; a.obs_len()];
         let mut obs_b = vec![0.0f32; b.obs_len()];
         let mut rng = EnvRng::seed_from_u64(5);
-        a.reset(&mut rng, &mut obs_a);
+        a.reset(&mut rng, &mut obs_a).unwrap();
         for _ in 0..30 {
             a.step(
                 ActionRef::Continuous(&[1.0, -1.0, 0.5]),
                 &mut rng,
                 &mut obs_a,
-            );
+            )
+            .unwrap();
         }
         // The same noise on a used and a fresh env gives the same state, warm start included.
-        a.reset(&mut EnvRng::seed_from_u64(9), &mut obs_a);
-        b.reset(&mut EnvRng::seed_from_u64(9), &mut obs_b);
+        a.reset(&mut EnvRng::seed_from_u64(9), &mut obs_a).unwrap();
+        b.reset(&mut EnvRng::seed_from_u64(9), &mut obs_b).unwrap();
         assert_eq!(obs_a, obs_b);
         assert_eq!(a.integration_state(), b.integration_state());
         assert_eq!(a.x_before(), b.x_before());
@@ -948,7 +960,7 @@ mod tests {
     fn hopper_frames_show_sky_floor_and_the_robot_in_the_middle() {
         let mut env = env(MujocoTask::Hopper);
         let mut obs = vec![0.0f32; env.obs_len()];
-        env.reset(&mut EnvRng::seed_from_u64(1), &mut obs);
+        env.reset(&mut EnvRng::seed_from_u64(1), &mut obs).unwrap();
         let t = std::time::Instant::now();
         let f = render(&mut env);
         let first = t.elapsed();
@@ -994,10 +1006,11 @@ mod tests {
         let mut env = env(MujocoTask::Hopper);
         let mut obs = vec![0.0f32; env.obs_len()];
         let mut rng = EnvRng::seed_from_u64(2);
-        env.reset(&mut rng, &mut obs);
+        env.reset(&mut rng, &mut obs).unwrap();
         let f0 = render(&mut env);
         for _ in 0..15 {
-            env.step(ActionRef::Continuous(&[1.0, -1.0, 1.0]), &mut rng, &mut obs);
+            env.step(ActionRef::Continuous(&[1.0, -1.0, 1.0]), &mut rng, &mut obs)
+                .unwrap();
         }
         let f1 = render(&mut env);
         assert!(
@@ -1027,14 +1040,15 @@ mod tests {
         let mut a = env(MujocoTask::Hopper);
         let mut b = env(MujocoTask::Hopper);
         let mut obs = vec![0.0f32; a.obs_len()];
-        a.reset(&mut EnvRng::seed_from_u64(3), &mut obs);
-        b.reset(&mut EnvRng::seed_from_u64(4), &mut obs);
+        a.reset(&mut EnvRng::seed_from_u64(3), &mut obs).unwrap();
+        b.reset(&mut EnvRng::seed_from_u64(4), &mut obs).unwrap();
         for _ in 0..10 {
             b.step(
                 ActionRef::Continuous(&[-1.0, 1.0, -1.0]),
                 &mut EnvRng::seed_from_u64(0),
                 &mut obs,
-            );
+            )
+            .unwrap();
         }
         // Both at once, each on its own thread, then each again on this thread.
         let (fa, fb) = std::thread::scope(|s| {

@@ -1,6 +1,7 @@
 //! The env loop: the algorithm's [`Agent`] acts on a batch of observations (batched
 //! CPU inference), the vector env steps, the rewards are shaped as the run says
-//! ([`Shaper`]), and every `T` steps the chunk goes into a bounded channel to the
+//! ([`Shaper`]: rewards, and for Atari's `episodic_life` the terminal flags), and every
+//! `T` steps the chunk goes into a bounded channel to the
 //! sender task.
 //!
 //! Weights change only between chunks: every step of a chunk is acted by the version
@@ -151,6 +152,7 @@ pub(crate) fn run_rollout(
     let (mut own_steps, mut own_episodes) = (0u64, 0u64);
     let mut act = ActionBatch::default();
     let (mut clipped, mut shaped, mut tv) = (Vec::new(), Vec::new(), vec![0f32; n]);
+    let mut terminals = Vec::new();
     let mut seq = 0u64;
     let mut env_steps = 0u64;
     let mut last_rate = (Instant::now(), 0u64);
@@ -201,7 +203,13 @@ pub(crate) fn run_rollout(
             let batch = env.step(act.env_actions(&act_space, &mut clipped)?)?;
             shaper.apply(batch, &mut shaped);
             buf.rewards.extend_from_slice(&shaped);
-            buf.terminated.extend_from_slice(&batch.terminated);
+            if shaper.changes_terminals() {
+                // Atari's episodic_life: a lost life ends the episode for training.
+                shaper.terminals(batch, &mut terminals);
+                buf.terminated.extend_from_slice(&terminals);
+            } else {
+                buf.terminated.extend_from_slice(&batch.terminated);
+            }
             buf.truncated.extend_from_slice(&batch.truncated);
             if fields.values {
                 // V(final observation) of the envs truncated in this step, 0 elsewhere

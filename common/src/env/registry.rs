@@ -6,10 +6,12 @@
 //! | `Hopper-v5`, `HalfCheetah-v5`, `Ant-v5` | Gymnasium's MuJoCo v5 tasks |
 //! | `platform` | the parameterised-action Platform domain |
 //! | `CartPole-v1` | classic control, for smoke and learning tests |
+//! | `ALE/<Name>-v5[?opt=value&...]` | Atari 2600 games through ALE, Gymnasium's v5 options and the DQN preprocessing ([`super::ale::options`]) |
 
 use std::fmt;
 use std::str::FromStr;
 
+use super::ale::{AtariConfig, AtariEnv};
 use super::cartpole::CartPole;
 use super::mujoco::{MujocoEnv, MujocoTask};
 use super::platform::Platform;
@@ -24,6 +26,7 @@ pub enum EnvId {
     Mujoco(MujocoTask),
     Platform,
     CartPole,
+    Atari(AtariConfig),
 }
 
 /// Families of envs, for listings and benchmarks.
@@ -33,6 +36,7 @@ pub enum Family {
     Mujoco,
     Platform,
     ClassicControl,
+    Atari,
 }
 
 impl Family {
@@ -42,6 +46,7 @@ impl Family {
             Family::Mujoco => "mujoco",
             Family::Platform => "platform",
             Family::ClassicControl => "classic-control",
+            Family::Atari => "atari",
         }
     }
 }
@@ -55,14 +60,15 @@ impl EnvId {
             EnvId::CartPole => named(&super::cartpole::FEATURES),
             EnvId::Platform => named(&super::platform::FEATURES),
             EnvId::Mujoco(task) => super::mujoco::feature_names(*task),
-            EnvId::Procgen(_) => Vec::new(),
+            EnvId::Procgen(_) | EnvId::Atari(_) => Vec::new(),
         }
     }
 
     /// Frames per second at which an episode plays in real time: Gymnasium's
     /// `metadata["render_fps"]` (CartPole 50; MuJoCo `1 / dt`: Hopper 125,
     /// HalfCheetah and Ant 20), Procgen's 15 (gym3's interactive default) and
-    /// Platform's 2 (one frame per action, each about half a second of the game).
+    /// Platform's 2 (one frame per action, each about half a second of the game) and
+    /// Atari's 60 frames a second over the frames a step takes (15 for v5).
     pub fn render_fps(&self) -> f64 {
         match self {
             EnvId::CartPole => 50.0,
@@ -72,6 +78,7 @@ impl EnvId {
             },
             EnvId::Procgen(_) => 15.0,
             EnvId::Platform => 2.0,
+            EnvId::Atari(c) => c.steps_per_second(),
         }
     }
 
@@ -81,6 +88,7 @@ impl EnvId {
             EnvId::Mujoco(_) => Family::Mujoco,
             EnvId::Platform => Family::Platform,
             EnvId::CartPole => Family::ClassicControl,
+            EnvId::Atari(_) => Family::Atari,
         }
     }
 }
@@ -92,6 +100,7 @@ impl fmt::Display for EnvId {
             EnvId::Mujoco(t) => write!(f, "{}", t.id()),
             EnvId::Platform => write!(f, "platform"),
             EnvId::CartPole => write!(f, "CartPole-v1"),
+            EnvId::Atari(c) => write!(f, "{}", c.to_id_string()),
         }
     }
 }
@@ -102,6 +111,7 @@ pub fn valid_ids() -> Vec<String> {
     ids.extend(MujocoTask::ALL.iter().map(|t| t.id().to_string()));
     ids.push("platform".into());
     ids.push("CartPole-v1".into());
+    ids.extend(AtariConfig::valid_ids());
     ids
 }
 
@@ -116,6 +126,9 @@ impl FromStr for EnvId {
         };
         if let Some(game) = base.strip_prefix("procgen:") {
             return ProcgenConfig::parse(game, query).map(EnvId::Procgen);
+        }
+        if base.starts_with("ALE/") {
+            return AtariConfig::parse(base, query).map(EnvId::Atari);
         }
         let id = match base {
             "platform" => EnvId::Platform,
@@ -133,7 +146,7 @@ impl FromStr for EnvId {
         if query.is_some_and(|q| !q.is_empty()) {
             return Err(EnvError::BadOption {
                 id: s.to_string(),
-                message: format!("'{base}' takes no options (only procgen ids do)"),
+                message: format!("'{base}' takes no options (only procgen and ALE ids do)"),
             });
         }
         Ok(id)
@@ -187,6 +200,7 @@ pub fn make_vec_env(id: &EnvId, opts: VecEnvOptions) -> EnvResult<Box<dyn VecEnv
         EnvId::Mujoco(task) => threaded(MujocoEnv::batch(*task, n)?, opts.threads),
         EnvId::Platform => threaded((0..n).map(|_| Platform::new()).collect(), opts.threads),
         EnvId::CartPole => threaded(vec![CartPole::default(); n], opts.threads),
+        EnvId::Atari(cfg) => threaded(AtariEnv::batch(cfg, n)?, opts.threads),
     }
 }
 

@@ -7,7 +7,12 @@
 //!   from the pinned ale-py sdist into `.deps/ale/` (ALE is GPL-2.0: nothing of it, ROMs
 //!   included, is in volley's repository or binaries);
 //! - [`roms`]: the ROMs in `.deps/ale/roms/`, by ale-py's snake-case game id;
-//! - [`Emulator`]: one `ALEInterface`, one console and game, owned safely.
+//! - [`Emulator`]: one `ALEInterface`, one console and game, owned safely;
+//! - [`options`]: `ALE/<Name>-v5` ids, their Gymnasium keyword arguments and the
+//!   DQN-style preprocessing options ([`AtariConfig`]);
+//! - [`AtariEnv`]: one game as an [`crate::env::Env`] with `u8` image observations,
+//!   stepped in parallel by [`crate::env::threaded::ThreadedVecEnv`];
+//! - [`seed_sequence`]: NumPy's `SeedSequence`, through which ale-py seeds ALE.
 //!
 //! # How the v5 envs map onto these calls
 //!
@@ -58,10 +63,16 @@
 //!   a step is `lives`, `episode_frame_number` and `frame_number`, as after a reset.
 
 pub mod emulator;
+pub mod env;
 pub mod ffi;
+pub mod options;
 pub mod roms;
+pub mod seed;
 
 pub use emulator::{Emulator, EmulatorConfig, ACTION_NAMES, NUM_ACTIONS, RAM_BYTES};
+pub use env::AtariEnv;
+pub use options::{AtariConfig, ObsType, Preprocess};
+pub use seed::{ale_seed, seed_sequence};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -6,6 +6,14 @@ mode, batch = all envs; volley through `volley-actor bench`). The two alternate
 A B A B ... so that drift of a shared, noisy machine hits both; the table gives the
 median of each and their ratio.
 
+Atari rows compare the same preprocessing on both sides: ALE v5 with sticky actions
+0.25, frame skip 4 with max-pooling, 84x84 grayscale (area resize), 4 frames
+stacked, up to 30 no-ops, no fire reset, no episodic life or reward clipping. They
+also measure the bare emulator in the same rounds (`volley-actor bench --emulator`:
+ALE `act` calls on the same number of consoles and threads, nothing copied or
+preprocessed), the ceiling any Atari vector env has here, and give volley's rate as
+a fraction of it.
+
     python3 benches/envpool_compare.py [--seconds 3] [--rounds 3] [--only Hopper]
 
 Needs EnvPool in the Python that runs it (`pip install envpool==1.2.5`) and a release
@@ -20,20 +28,29 @@ import subprocess
 import sys
 import time
 
-# (volley id, EnvPool id, envs, threads)
+# EnvPool's Atari options that make its env volley's `preprocess=dqn` one (its
+# defaults already give 84x84 grayscale, 4 frames, frame skip 4, 30 no-ops).
+ATARI = dict(repeat_action_probability=0.25, use_fire_reset=False, episodic_life=False,
+             reward_clip=False)
+
+# (volley id, EnvPool id, envs, threads, EnvPool options)
 CASES = [
-    ("Hopper-v5", "Hopper-v5", 8, 2),
-    ("HalfCheetah-v5", "HalfCheetah-v5", 8, 2),
-    ("Ant-v5", "Ant-v5", 8, 2),
-    ("procgen:starpilot?distribution_mode=easy", "StarpilotEasy-v0", 64, 2),
-    ("procgen:bigfish?distribution_mode=easy", "BigfishEasy-v0", 64, 2),
-    ("procgen:coinrun?distribution_mode=easy", "CoinrunEasy-v0", 64, 2),
+    ("Hopper-v5", "Hopper-v5", 8, 2, {}),
+    ("HalfCheetah-v5", "HalfCheetah-v5", 8, 2, {}),
+    ("Ant-v5", "Ant-v5", 8, 2, {}),
+    ("procgen:starpilot?distribution_mode=easy", "StarpilotEasy-v0", 64, 2, {}),
+    ("procgen:bigfish?distribution_mode=easy", "BigfishEasy-v0", 64, 2, {}),
+    ("procgen:coinrun?distribution_mode=easy", "CoinrunEasy-v0", 64, 2, {}),
+] + [
+    (f"ALE/{game}-v5?preprocess=dqn&episodic_life=false&reward_clip=false", f"{game}-v5",
+     8, threads, ATARI)
+    for game in ("MsPacman", "Pong", "Breakout") for threads in (1, 2)
 ]
 
 
-def envpool_steps_per_sec(envpool, np, task, envs, threads, seconds):
+def envpool_steps_per_sec(envpool, np, task, envs, threads, seconds, options):
     env = envpool.make(task, env_type="gymnasium", num_envs=envs, batch_size=envs,
-                       num_threads=threads, seed=0)
+                       num_threads=threads, seed=0, **options)
     space = env.action_space
     rng = np.random.default_rng(7)
     if hasattr(space, "n"):
@@ -55,9 +72,10 @@ def envpool_steps_per_sec(envpool, np, task, envs, threads, seconds):
     return r
 
 
-def volley_steps_per_sec(binary, env_id, envs, threads, seconds):
+def volley_steps_per_sec(binary, env_id, envs, threads, seconds, emulator=False):
+    extra = ["--emulator"] if emulator else []
     out = subprocess.run([binary, "bench", "--env", env_id, "--envs", str(envs), "--threads",
-                          str(threads), "--seconds", str(seconds), "--json"],
+                          str(threads), "--seconds", str(seconds), "--json"] + extra,
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout)["steps_per_sec"]
 
@@ -82,18 +100,26 @@ def main():
     print(f"EnvPool {envpool.__version__}, {a.rounds} alternating rounds of {a.seconds} s each, "
           f"{os.cpu_count()} cores")
     print()
-    print("| task | envs | threads | volley steps/s | EnvPool steps/s | ratio |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for vid, eid, envs, threads in CASES:
+    print("| task | envs | threads | volley steps/s | EnvPool steps/s | volley / EnvPool "
+          "| bare ALE steps/s | volley / bare ALE |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for vid, eid, envs, threads, options in CASES:
         if a.only and a.only not in vid and a.only not in eid:
             continue
-        v, e, ratios = [], [], []
+        atari = vid.startswith("ALE/")
+        v, e, b, ratios, ceil = [], [], [], [], []
         for _ in range(a.rounds):
-            e.append(envpool_steps_per_sec(envpool, np, eid, envs, threads, a.seconds))
+            e.append(envpool_steps_per_sec(envpool, np, eid, envs, threads, a.seconds, options))
             v.append(volley_steps_per_sec(a.binary, vid, envs, threads, a.seconds))
             ratios.append(v[-1] / e[-1])
+            if atari:
+                b.append(volley_steps_per_sec(a.binary, vid, envs, threads, a.seconds, True))
+                ceil.append(v[-1] / b[-1])
+        bare = (f"{statistics.median(b):.0f} | {statistics.median(ceil):.2f}" if atari
+                else "| ")
         print(f"| {vid} | {envs} | {threads} | {statistics.median(v):.0f} | "
-              f"{statistics.median(e):.0f} | {statistics.median(ratios):.2f}x |", flush=True)
+              f"{statistics.median(e):.0f} | {statistics.median(ratios):.2f}x | {bare} |",
+              flush=True)
     return 0
 
 

@@ -92,6 +92,10 @@ enum Command {
         /// Seconds to measure, after a short warm-up.
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// ALE ids only: measure the bare emulator instead (random `act` calls on the
+        /// consoles, nothing copied or preprocessed): the ceiling of the env.
+        #[arg(long)]
+        emulator: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -198,6 +202,7 @@ fn run(cli: Cli) -> Result<()> {
             envs,
             threads,
             seconds,
+            emulator,
             json,
         } => {
             anyhow::ensure!(
@@ -209,7 +214,11 @@ fn run(cli: Cli) -> Result<()> {
                 "--seconds must be a positive number"
             );
             let id = parse_env(&env)?;
-            let r = tools::bench(&id, envs, threads, seconds)?;
+            let r = if emulator {
+                tools::bench_emulator(&id, envs, threads, seconds)?
+            } else {
+                tools::bench(&id, envs, threads, seconds)?
+            };
             if json {
                 return print_json(&r);
             }

@@ -3,12 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use volley_common::env::ale::AtariEnv;
 use volley_common::env::procgen::{GAMES, OPTIONS};
 use volley_common::env::registry::valid_ids;
 use volley_common::env::{
-    make_vec_env, EnvId, EnvResult, EnvRng, RandomActions, VecEnv, VecEnvOptions,
+    make_vec_env, Env, EnvId, EnvResult, EnvRng, RandomActions, VecEnv, VecEnvOptions,
 };
 
 /// One row of the env catalogue.
@@ -203,6 +204,88 @@ pub fn bench(id: &EnvId, num_envs: usize, threads: usize, seconds: f64) -> EnvRe
         seconds: elapsed.as_secs_f64(),
         steps,
         steps_per_sec: steps as f64 / elapsed.as_secs_f64(),
+    })
+}
+
+/// The emulator's ceiling for an ALE id: `num_envs` bare ALE consoles on `threads`
+/// threads calling `act` with random actions of the game's action set (a new one
+/// every frame skip, the game reset when it is over), with no observation copied,
+/// preprocessed or batched. Steps are frames over the id's frameskip, so the figure
+/// compares with [`bench`] of the same id.
+pub fn bench_emulator(
+    id: &EnvId,
+    num_envs: usize,
+    threads: usize,
+    seconds: f64,
+) -> EnvResult<BenchResult> {
+    let EnvId::Atari(cfg) = id else {
+        return Err(volley_common::env::EnvError::BadSettings(format!(
+            "--emulator measures ALE's bare emulator: {id} is not an ALE id"
+        )));
+    };
+    let threads = threads.min(num_envs).max(1);
+    let mut groups: Vec<Vec<AtariEnv>> = (0..threads).map(|_| Vec::new()).collect();
+    for i in 0..num_envs {
+        let mut env = AtariEnv::new(cfg)?;
+        env.seed(i as u64)?;
+        groups[i % threads].push(env);
+    }
+    let skip = u64::from(cfg.frameskip);
+    let run = |envs: &mut Vec<AtariEnv>, d: Duration| -> EnvResult<(u64, f64)> {
+        let start = Instant::now();
+        let mut rng = EnvRng::seed_from_u64(7);
+        let mut frames = 0u64;
+        for e in envs.iter_mut() {
+            e.emulator_mut().reset_game()?;
+        }
+        while start.elapsed() < d {
+            for e in envs.iter_mut() {
+                let set = e.action_set().to_vec();
+                let a = set[rng.random_range(0..set.len())];
+                let emu = e.emulator_mut();
+                for _ in 0..skip {
+                    emu.act(a, 1.0)?;
+                }
+                frames += skip;
+                if emu.game_over(true) {
+                    emu.reset_game()?;
+                }
+            }
+        }
+        Ok((frames, start.elapsed().as_secs_f64()))
+    };
+    let warm = Duration::from_secs_f64((seconds * 0.1).min(1.0));
+    let measure = Duration::from_secs_f64(seconds);
+    // Per thread: frames and the seconds they took; the rate is the sum of theirs.
+    let per_thread = std::thread::scope(|scope| -> EnvResult<Vec<(u64, f64)>> {
+        let handles: Vec<_> = groups
+            .iter_mut()
+            .map(|g| {
+                scope.spawn(move || -> EnvResult<(u64, f64)> {
+                    run(g, warm)?;
+                    run(g, measure)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().map_err(|_| {
+                    volley_common::env::EnvError::WorkerPanicked("an emulator thread".into())
+                })?
+            })
+            .collect()
+    })?;
+    let steps: u64 = per_thread.iter().map(|(f, _)| f / skip).sum();
+    let rate: f64 = per_thread.iter().map(|&(f, t)| (f / skip) as f64 / t).sum();
+    let seconds = per_thread.iter().map(|p| p.1).fold(0.0, f64::max);
+    Ok(BenchResult {
+        env: format!("{id} (bare emulator)"),
+        envs: num_envs,
+        threads,
+        seconds,
+        steps,
+        steps_per_sec: rate,
     })
 }
 

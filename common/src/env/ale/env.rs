@@ -240,6 +240,11 @@ impl AtariEnv {
         &self.emu
     }
 
+    /// The console itself, for tools that drive it directly (the emulator benchmark).
+    pub fn emulator_mut(&mut self) -> &mut Emulator {
+        &mut self.emu
+    }
+
     fn screen(&self, obs: &mut [u8]) -> EnvResult<()> {
         match self.cfg.obs_type {
             ObsType::Rgb => self.emu.screen_rgb(obs),

@@ -25,8 +25,12 @@
 
 mod buffer;
 mod feed;
+pub mod frames;
 
-pub use buffer::{ReplayBatch, ReplayBuffer, ReplayError, ReplayResult, Transitions};
+pub use buffer::{
+    ChunkTransitions, ReplayBatch, ReplayBuffer, ReplayError, ReplayResult, Transitions,
+};
 pub use feed::{
     nstep_transitions, NStep, ReplayAccounting, ReplayFeed, ReplaySettings, UpdateBudget,
 };
+pub use frames::FrameStack;

@@ -18,6 +18,7 @@ use volley_learner::algo::{self, BuildContext};
 use volley_learner::checkpoint;
 use volley_learner::config::RunConfig;
 use volley_learner::eval::Evaluator;
+use volley_learner::replay::ObsFormat;
 use volley_learner::rundir::RunDir;
 use volley_learner::runs::{self, file_safe, timestamp, Record, Recorder, RunStatus};
 use volley_learner::server::{self, RunInfo, ServerOptions, VolleyService};
@@ -239,8 +240,7 @@ fn run(cli: Cli) -> Result<()> {
         .context("actors could not act with this model")?
         .fields();
     let layout = ObsLayout {
-        len: obs_space.flat_len(),
-        u8: matches!(obs_space, Space::Image { .. }),
+        obs: ObsFormat::of(&obs_space),
         action_width: action_spec(&act_space, &cfg.algorithm)?.replay_width(),
         final_obs: probe.batch().has_final_obs,
     };

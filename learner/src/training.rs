@@ -42,7 +42,7 @@ use crate::algo::{Algorithm, Batch, Source, Stats, UpdateContext};
 use crate::checkpoint::{self, Counters, Restored, Snapshot, TrainingState};
 use crate::config::RunConfig;
 use crate::eval::{EvalTracker, Evaluator};
-use crate::replay::ReplayFeed;
+use crate::replay::{ObsFormat, ReplayFeed};
 use crate::rollout::{Ingested, Rollouts};
 use crate::rundir::RunDir;
 use crate::server::{publish_weights, WeightsSender};
@@ -95,10 +95,8 @@ enum Feed {
 /// What the observations of a run look like, for the replay buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct ObsLayout {
-    /// Elements of one observation.
-    pub len: usize,
-    /// `u8` images.
-    pub u8: bool,
+    /// One observation.
+    pub obs: ObsFormat,
     /// Elements of one action in the replay buffer.
     pub action_width: usize,
     /// The env gives final observations (truncations can bootstrap).
@@ -151,19 +149,14 @@ impl Training {
             Source::Rollouts(s) => Feed::Rollouts(Rollouts::new(s, cfg.rollout.max_policy_lag)),
             Source::Replay(s) => {
                 gauge!(t::REPLAY_RATIO_TARGET).set(s.replay_ratio);
-                let f = ReplayFeed::new(
-                    s,
-                    (layout.len, layout.u8),
-                    layout.action_width,
-                    device,
-                    layout.final_obs,
-                )
-                .with_context(|| {
-                    format!(
-                        "cannot allocate the replay buffer (see {}'s buffer size and memory bound)",
-                        cfg.algorithm
-                    )
-                })?;
+                let obs = layout.obs;
+                let f = ReplayFeed::new(s, obs, layout.action_width, device, layout.final_obs)
+                    .with_context(|| {
+                        format!(
+                            "cannot allocate the replay buffer (see {}'s buffer size and memory bound)",
+                            cfg.algorithm
+                        )
+                    })?;
                 Feed::Replay(f)
             }
         };

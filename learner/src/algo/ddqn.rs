@@ -157,6 +157,7 @@ impl DdqnConfig {
             n_step: self.n_step,
             gamma: self.gamma,
             split_rewards: false,
+            frame_stack: None,
         }
     }
 

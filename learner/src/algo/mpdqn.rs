@@ -572,6 +572,7 @@ impl Algorithm for Mpdqn {
             n_step: 1,
             gamma: self.cfg.gamma,
             split_rewards: false,
+            frame_stack: None,
         })
     }
 

@@ -585,6 +585,7 @@ impl Algorithm for Sac {
             n_step: 1,
             gamma: self.cfg.gamma,
             split_rewards: false,
+            frame_stack: None,
         })
     }
 

@@ -6,7 +6,10 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::buffer::{ReplayBatch, ReplayBuffer, ReplayError, ReplayResult, Transitions};
+use volley_common::env::Space;
+
+use super::buffer::{ChunkTransitions, ReplayBatch, ReplayBuffer, ReplayError, ReplayResult};
+use super::frames::FrameStack;
 use crate::validate::ValidChunk;
 
 /// The one-step or `n`-step transitions of a chunk (time-major `[T, N]`), computed
@@ -98,6 +101,57 @@ pub struct ReplaySettings {
     /// Keep the sums of the positive and of the negative parts of the rewards
     /// (two reward streams, [`ReplayBatch::reward_parts`]).
     pub split_rewards: bool,
+    /// Observations are stacks of this many frames (`u8` images of that many
+    /// channels, newest last): store each frame once ([`super::frames`]). `None`:
+    /// store whole observations.
+    pub frame_stack: Option<usize>,
+}
+
+/// What one observation of the run is, for the replay buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObsFormat {
+    /// `f32` vectors of this many elements.
+    F32(usize),
+    /// `u8` images, height x width x channels (HWC).
+    Image {
+        height: usize,
+        width: usize,
+        channels: usize,
+    },
+}
+
+impl ObsFormat {
+    /// The format of observations of `space`.
+    pub fn of(space: &Space) -> ObsFormat {
+        match *space {
+            Space::Image {
+                height,
+                width,
+                channels,
+            } => ObsFormat::Image {
+                height,
+                width,
+                channels,
+            },
+            ref s => ObsFormat::F32(s.flat_len()),
+        }
+    }
+
+    /// Elements of one observation.
+    pub fn len(&self) -> usize {
+        match *self {
+            ObsFormat::F32(n) => n,
+            ObsFormat::Image {
+                height,
+                width,
+                channels,
+            } => height * width * channels,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Counts gradient updates owed for env steps at `replay_ratio` updates per step,
@@ -143,11 +197,11 @@ pub struct ReplayFeed {
 }
 
 impl ReplayFeed {
-    /// An empty feed for observations of `obs_dim` elements (`u8` images when
-    /// `obs_u8`) and actions of `action_width` floats.
+    /// An empty feed for observations of `obs` and actions of `action_width`
+    /// floats. A `frame_stack` of `k` needs `u8` images of `k` channels.
     pub fn new(
         settings: ReplaySettings,
-        (obs_dim, obs_u8): (usize, bool),
+        obs: ObsFormat,
         action_width: usize,
         device: Device,
         bootstrap_truncated: bool,
@@ -157,15 +211,47 @@ impl ReplayFeed {
                 "n_step and batch_size must be at least 1".into(),
             ));
         }
-        let buffer = ReplayBuffer::with_parts(
-            settings.capacity,
-            obs_dim,
-            action_width,
-            obs_u8,
-            settings.split_rewards,
-            settings.max_bytes,
-            device,
-        )?;
+        let s = &settings;
+        let buffer = match (s.frame_stack, obs) {
+            (None, _) => ReplayBuffer::with_parts(
+                s.capacity,
+                obs.len(),
+                action_width,
+                matches!(obs, ObsFormat::Image { .. }),
+                s.split_rewards,
+                s.max_bytes,
+                device,
+            )?,
+            (
+                Some(k),
+                ObsFormat::Image {
+                    height,
+                    width,
+                    channels,
+                },
+            ) if k == channels && k > 0 => ReplayBuffer::with_frames(
+                s.capacity,
+                FrameStack { height, width, k },
+                action_width,
+                s.split_rewards,
+                s.max_bytes,
+                device,
+            )?,
+            (Some(k), _) => {
+                let what = match obs {
+                    ObsFormat::F32(n) => format!("f32 vectors of {n} elements"),
+                    ObsFormat::Image {
+                        height,
+                        width,
+                        channels,
+                    } => format!("u8 images {height}x{width}x{channels}"),
+                };
+                return Err(ReplayError::BadSettings(format!(
+                    "frame_stack = {k} needs u8 image observations of {k} channels \
+                     (k >= 1), these are {what}"
+                )));
+            }
+        };
         Ok(ReplayFeed {
             settings,
             buffer,
@@ -195,22 +281,23 @@ impl ReplayFeed {
             self.bootstrap_truncated,
         );
         let flat = |t: Tensor| -> anyhow::Result<Tensor> { Ok(t.f_view([rows as i64, -1])?) };
-        let next = flat(c.next_obs_tensor())?
-            .f_index_select(0, &Tensor::f_from_slice(&nstep.next_row)?)?;
         let parts = if self.settings.split_rewards {
             Tensor::f_from_slice(&nstep.parts)?.f_view([rows as i64, 2])?
         } else {
             Tensor::f_zeros([rows as i64, 0], (Kind::Float, Device::Cpu))?
         };
         self.buffer
-            .push(&Transitions {
+            .push_chunk(&ChunkTransitions {
+                steps: c.steps,
+                envs: c.num_envs,
                 obs: &flat(c.obs_tensor())?,
+                next_obs: &flat(c.next_obs_tensor())?,
+                next_row: &nstep.next_row,
                 actions: &c.replay_actions_tensor(),
                 rewards: &Tensor::f_from_slice(&nstep.ret)?,
-                next_obs: &next,
                 terminated: &Tensor::f_from_slice(&nstep.terminated)?,
-                horizon: Some(&Tensor::f_from_slice(&nstep.horizon)?),
-                reward_parts: Some(&parts),
+                horizon: &Tensor::f_from_slice(&nstep.horizon)?,
+                reward_parts: &parts,
             })
             .context("cannot store the chunk's transitions")?;
         if (self.buffer.len() as u64) < self.settings.learning_starts {
@@ -264,6 +351,163 @@ impl ReplayFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replay::frames::synth::{self, Style};
+    use crate::validate::{check_structure, ActionSpec, ActorSpec};
+    use volley_common::agent::ChunkFields;
+    use volley_proto::tensor::from_vec;
+    use volley_proto::{Chunk, DType, PROTOCOL_VERSION};
+
+    fn settings(frame_stack: Option<usize>) -> ReplaySettings {
+        ReplaySettings {
+            capacity: 200,
+            max_bytes: u64::MAX,
+            batch_size: 8,
+            learning_starts: 0,
+            replay_ratio: 1.0,
+            n_step: 3,
+            gamma: 0.99,
+            split_rewards: true,
+            frame_stack,
+        }
+    }
+
+    const IMAGE: ObsFormat = ObsFormat::Image {
+        height: 4,
+        width: 3,
+        channels: 4,
+    };
+
+    /// A synthetic chunk as an actor sends it.
+    fn valid(c: &synth::Chunk) -> ValidChunk {
+        let (t, n) = (c.steps, c.envs);
+        let img = |x: &Tensor| {
+            from_vec(
+                &[t, n, 4, 3, 4],
+                Vec::<u8>::try_from(x.reshape([-1])).unwrap(),
+            )
+            .unwrap()
+        };
+        let actions = Vec::<f32>::try_from(c.actions.reshape([-1])).unwrap();
+        let chunk = Chunk {
+            protocol_version: PROTOCOL_VERSION,
+            actor_id: "a".into(),
+            policy_version: 1,
+            seq: 1,
+            obs: Some(img(&c.obs)),
+            actions: Some(from_vec(&[t, n], actions.iter().map(|&a| a as i64).collect()).unwrap()),
+            logprobs: None,
+            values: None,
+            rewards: Some(from_vec(&[t, n], c.rewards.clone()).unwrap()),
+            terminated: Some(from_vec(&[t, n], c.terminated.clone()).unwrap()),
+            truncated: Some(from_vec(&[t, n], c.truncated.clone()).unwrap()),
+            truncation_values: None,
+            bootstrap_values: None,
+            episode_returns: vec![],
+            episode_lengths: vec![],
+            next_obs: Some(img(&c.next_obs)),
+            action_params: None,
+        };
+        let spec = ActorSpec {
+            num_envs: n,
+            chunk_steps: t,
+            obs_shape: vec![4, 3, 4],
+            obs_dtype: DType::U8,
+            action: ActionSpec::Discrete { n: 6 },
+            fields: ChunkFields {
+                next_obs: true,
+                ..ChunkFields::default()
+            },
+        };
+        check_structure(chunk, &spec).unwrap()
+    }
+
+    #[test]
+    fn a_frame_stacked_feed_stores_what_a_plain_one_does() {
+        let _torch = volley_common::testing::torch();
+        let stack = FrameStack {
+            height: 4,
+            width: 3,
+            k: 4,
+        };
+        let style = Style {
+            overlap: true,
+            episode: 10,
+            repeat: 0.1,
+            glitch: 0.05,
+        };
+        let mut envs = synth::Envs::new(stack, 2, style, 40);
+        let cpu = Device::Cpu;
+        let mut plain = ReplayFeed::new(settings(None), IMAGE, 1, cpu, true).unwrap();
+        let mut frames = ReplayFeed::new(settings(Some(4)), IMAGE, 1, cpu, true).unwrap();
+        assert_eq!(frames.buffer().frame_stack(), Some(stack));
+        assert!(plain.buffer().frame_stack().is_none());
+        for _ in 0..6 {
+            let c = valid(&envs.chunk(8));
+            assert_eq!(plain.ingest(&c).unwrap(), frames.ingest(&c).unwrap());
+        }
+        let (p, f) = (plain.buffer(), frames.buffer());
+        assert_eq!(p.len(), f.len());
+        let all: Vec<i64> = (0..p.len() as i64).collect();
+        let (a, b) = (p.gather(&all).unwrap(), f.gather(&all).unwrap());
+        let u8s = |t: &Tensor| Vec::<u8>::try_from(t.reshape([-1])).unwrap();
+        assert!(u8s(&a.obs) == u8s(&b.obs) && u8s(&a.next_obs) == u8s(&b.next_obs));
+        for (x, y) in [
+            (&a.actions, &b.actions),
+            (&a.rewards, &b.rewards),
+            (&a.terminated, &b.terminated),
+            (&a.horizon, &b.horizon),
+            (&a.reward_parts, &b.reward_parts),
+        ] {
+            assert!(x.equal(y));
+        }
+        // Each frame once, where whole observations take 2k = 8 a row.
+        let (held, _) = f.frames().unwrap();
+        assert!(held < 2 * f.len(), "{held} frames for {} rows", f.len());
+    }
+
+    #[test]
+    fn frame_stacks_of_other_observations_are_bad_settings() {
+        let _torch = volley_common::testing::torch();
+        let cpu = Device::Cpu;
+        let err = |k: usize, obs: ObsFormat| match ReplayFeed::new(
+            settings(Some(k)),
+            obs,
+            1,
+            cpu,
+            true,
+        ) {
+            Err(ReplayError::BadSettings(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        // k is not the number of channels.
+        let m = err(3, IMAGE);
+        assert!(
+            m.contains("frame_stack = 3") && m.contains("u8 images 4x3x4"),
+            "{m}"
+        );
+        // f32 observations.
+        let m = err(4, ObsFormat::F32(48));
+        assert!(m.contains("f32 vectors of 48"), "{m}");
+        let m = err(0, IMAGE);
+        assert!(m.contains("frame_stack = 0"), "{m}");
+        // Images of k channels are fine; so are whole observations of any kind.
+        assert!(ReplayFeed::new(settings(Some(4)), IMAGE, 1, cpu, true).is_ok());
+        assert!(ReplayFeed::new(settings(None), ObsFormat::F32(48), 1, cpu, true).is_ok());
+        let space = Space::Image {
+            height: 84,
+            width: 84,
+            channels: 4,
+        };
+        assert_eq!(
+            ObsFormat::of(&space),
+            ObsFormat::Image {
+                height: 84,
+                width: 84,
+                channels: 4
+            }
+        );
+        assert_eq!(ObsFormat::of(&space).len(), 84 * 84 * 4);
+    }
 
     #[test]
     fn nstep_transitions_stop_at_episode_ends_and_the_chunk_end() {

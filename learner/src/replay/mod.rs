@@ -18,6 +18,12 @@
 //! chunk is taken. The ratio therefore holds exactly: a learner that falls behind
 //! leaves chunks in its bounded queue, which fills and slows the actors.
 //!
+//! Frame stacks ([`FrameStack`], `ReplaySettings::frame_stack`): observations that are
+//! `u8` images whose `k` channels are the last `k` frames (Atari) are stored as a ring
+//! of unique frames plus per transition the indices of its `obs` and `next_obs`
+//! frames, about one frame per transition instead of `2k`; batches come back as the
+//! same whole observations ([`frames`] has the layout, deduplication and eviction).
+//!
 //! Time limits: a truncated transition is stored with `terminated = false` and the
 //! real last observation of the episode as `next_obs`, so its target bootstraps; a
 //! terminated one is stored with `terminated = true` and its target does not. Envs
@@ -25,8 +31,12 @@
 
 mod buffer;
 mod feed;
+pub mod frames;
 
-pub use buffer::{ReplayBatch, ReplayBuffer, ReplayError, ReplayResult, Transitions};
-pub use feed::{
-    nstep_transitions, NStep, ReplayAccounting, ReplayFeed, ReplaySettings, UpdateBudget,
+pub use buffer::{
+    ChunkTransitions, ReplayBatch, ReplayBuffer, ReplayError, ReplayResult, Transitions,
 };
+pub use feed::{
+    nstep_transitions, NStep, ObsFormat, ReplayAccounting, ReplayFeed, ReplaySettings, UpdateBudget,
+};
+pub use frames::FrameStack;

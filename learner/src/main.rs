@@ -243,6 +243,7 @@ fn run(cli: Cli) -> Result<()> {
         obs: ObsFormat::of(&obs_space),
         action_width: action_spec(&act_space, &cfg.algorithm)?.replay_width(),
         final_obs: probe.batch().has_final_obs,
+        frame_stack: env_id.frame_stack(),
     };
     drop(probe);
     if cli.check {

@@ -42,7 +42,7 @@ use crate::algo::{Algorithm, Batch, Source, Stats, UpdateContext};
 use crate::checkpoint::{self, Counters, Restored, Snapshot, TrainingState};
 use crate::config::RunConfig;
 use crate::eval::{EvalTracker, Evaluator};
-use crate::replay::{ObsFormat, ReplayFeed};
+use crate::replay::{ObsFormat, ReplayFeed, ReplaySettings};
 use crate::rollout::{Ingested, Rollouts};
 use crate::rundir::RunDir;
 use crate::server::{publish_weights, WeightsSender};
@@ -101,6 +101,9 @@ pub struct ObsLayout {
     pub action_width: usize,
     /// The env gives final observations (truncations can bootstrap).
     pub final_obs: bool,
+    /// The observations are stacks of this many frames ([`EnvId::frame_stack`]): a
+    /// replay buffer stores each frame once.
+    pub frame_stack: Option<usize>,
 }
 
 /// The training thread's state.
@@ -149,6 +152,10 @@ impl Training {
             Source::Rollouts(s) => Feed::Rollouts(Rollouts::new(s, cfg.rollout.max_policy_lag)),
             Source::Replay(s) => {
                 gauge!(t::REPLAY_RATIO_TARGET).set(s.replay_ratio);
+                let s = ReplaySettings {
+                    frame_stack: s.frame_stack.or(layout.frame_stack),
+                    ..s
+                };
                 let obs = layout.obs;
                 let f = ReplayFeed::new(s, obs, layout.action_width, device, layout.final_obs)
                     .with_context(|| {
@@ -157,6 +164,17 @@ impl Training {
                             cfg.algorithm
                         )
                     })?;
+                let b = f.buffer();
+                volley_common::say!(
+                    "volley-learner: replay of {} transitions, {:.2} GiB, {:.0} bytes a transition{}",
+                    b.capacity(),
+                    b.bytes() as f64 / f64::from(1u32 << 30),
+                    b.bytes_per_transition(),
+                    match b.frame_stack() {
+                        Some(f) => format!(" (stacks of {} frames, each frame stored once)", f.k),
+                        None => String::new(),
+                    }
+                );
                 Feed::Replay(f)
             }
         };

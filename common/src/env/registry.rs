@@ -82,6 +82,15 @@ impl EnvId {
         }
     }
 
+    /// Observations that are stacks of this many frames as channels (Atari's
+    /// `preprocess=dqn`), newest last: consecutive ones share all but one frame.
+    pub fn frame_stack(&self) -> Option<usize> {
+        match self {
+            EnvId::Atari(c) => c.preprocess.map(|p| p.stack).filter(|&k| k > 1),
+            _ => None,
+        }
+    }
+
     pub fn family(&self) -> Family {
         match self {
             EnvId::Procgen(_) => Family::Procgen,

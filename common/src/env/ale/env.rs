@@ -12,45 +12,63 @@ use crate::env::{ActionRef, Env, EnvError, EnvResult, EnvRng, Frame, Space, Step
 /// Area interpolation weights of one axis, `src` pixels onto `dst` (OpenCV's
 /// `INTER_AREA` when shrinking): destination pixel `j` covers the source interval
 /// `[j * s, (j + 1) * s)`, `s = src / dst`, and averages the pixels it overlaps,
-/// each weighted by the overlap.
+/// each weighted by the overlap. Weights are fixed point ([`ONE`] is 1) and sum to
+/// exactly [`ONE`] per destination pixel, so a flat image stays flat.
 #[derive(Debug, Clone)]
 struct AreaAxis {
-    /// Per destination pixel: the range into `taps`.
-    spans: Vec<(usize, usize)>,
-    /// `(source pixel, weight)`.
-    taps: Vec<(usize, f32)>,
+    /// Per destination pixel: the first source pixel and the weights from it on.
+    taps: Vec<(usize, [u32; MAX_TAPS])>,
 }
+
+/// Fixed-point one of the weights (16 bits).
+const ONE: u32 = 1 << 16;
+/// Source pixels one destination pixel can overlap (enough for shrinking by < 3).
+const MAX_TAPS: usize = 4;
 
 impl AreaAxis {
     fn new(src: usize, dst: usize) -> AreaAxis {
         let scale = src as f64 / dst as f64;
-        let mut spans = Vec::with_capacity(dst);
-        let mut taps = Vec::new();
-        for j in 0..dst {
-            let (lo, hi) = (j as f64 * scale, (j + 1) as f64 * scale);
-            let start = taps.len();
-            let mut i = lo.floor() as usize;
-            while (i as f64) < hi && i < src {
-                let overlap = (hi.min(i as f64 + 1.0) - lo.max(i as f64)).max(0.0);
-                if overlap > 1e-9 {
-                    taps.push((i, (overlap / scale) as f32));
+        let taps = (0..dst)
+            .map(|j| {
+                let (lo, hi) = (j as f64 * scale, (j + 1) as f64 * scale);
+                let first = lo.floor() as usize;
+                let mut w = [0u32; MAX_TAPS];
+                let mut used = 0;
+                for (k, wk) in w.iter_mut().enumerate() {
+                    let i = first + k;
+                    if i >= src || i as f64 >= hi {
+                        break;
+                    }
+                    let overlap = (hi.min(i as f64 + 1.0) - lo.max(i as f64)).max(0.0);
+                    *wk = (overlap / scale * f64::from(ONE)).round() as u32;
+                    used = k + 1;
                 }
-                i += 1;
-            }
-            spans.push((start, taps.len()));
-        }
-        AreaAxis { spans, taps }
+                // Rounding leaves the sum a unit or two off: the largest weight
+                // takes the difference.
+                let sum: u32 = w.iter().sum();
+                if let Some(big) = (0..used).max_by_key(|&k| w[k]) {
+                    w[big] = (w[big] + ONE).saturating_sub(sum);
+                }
+                (first, w)
+            })
+            .collect();
+        AreaAxis { taps }
+    }
+
+    fn supported(src: usize, dst: usize) -> bool {
+        dst > 0 && src >= dst && (src as f64 / dst as f64) < (MAX_TAPS - 1) as f64
     }
 }
 
-/// Shrinks `height x width` grayscale frames to `size x size`.
+/// Shrinks `height x width` grayscale frames to `size x size` in fixed point.
 #[derive(Debug, Clone)]
 struct Resize {
     width: usize,
+    height: usize,
     rows: AreaAxis,
     cols: AreaAxis,
-    /// Horizontal pass: `height x size`.
-    tmp: Vec<f32>,
+    /// Vertical pass: `size x width`, the pixel values times 256.
+    tmp: Vec<u32>,
     size: usize,
 }
 
@@ -58,31 +76,41 @@ impl Resize {
     fn new(height: usize, width: usize, size: usize) -> Resize {
         Resize {
             width,
+            height,
             rows: AreaAxis::new(height, size),
             cols: AreaAxis::new(width, size),
-            tmp: vec![0.0; height * size],
+            tmp: vec![0; size * width],
             size,
         }
     }
 
+    /// Vertical pass first (whole rows at a time, which vectorises), then the
+    /// horizontal one on the `size` rows left.
     fn run(&mut self, src: &[u8], dst: &mut [u8]) {
-        let (w, s) = (self.width, self.size);
-        for (row, out) in src.chunks_exact(w).zip(self.tmp.chunks_exact_mut(s)) {
-            for (o, &(a, b)) in out.iter_mut().zip(&self.cols.spans) {
-                *o = self.cols.taps[a..b]
-                    .iter()
-                    .map(|&(x, wt)| f32::from(row[x]) * wt)
-                    .sum();
+        let (w, h, s) = (self.width, self.height, self.size);
+        for (out, (first, wt)) in self.tmp.chunks_exact_mut(w).zip(&self.rows.taps) {
+            out.fill(0);
+            for (k, &wk) in wt.iter().enumerate() {
+                let y = first + k;
+                if wk == 0 || y >= h {
+                    continue;
+                }
+                for (o, &px) in out.iter_mut().zip(&src[y * w..(y + 1) * w]) {
+                    *o += u32::from(px) * wk;
+                }
+            }
+            // 0.16 to 8.8 fixed point.
+            for o in out.iter_mut() {
+                *o >>= 8;
             }
         }
-        for (j, &(a, b)) in self.rows.spans.iter().enumerate() {
-            let out = &mut dst[j * s..(j + 1) * s];
-            for (x, o) in out.iter_mut().enumerate() {
-                let v: f32 = self.rows.taps[a..b]
-                    .iter()
-                    .map(|&(y, wt)| self.tmp[y * s + x] * wt)
-                    .sum();
-                *o = v.round_ties_even().clamp(0.0, 255.0) as u8;
+        for (row, out) in self.tmp.chunks_exact(w).zip(dst.chunks_exact_mut(s)) {
+            for (o, (first, wt)) in out.iter_mut().zip(&self.cols.taps) {
+                let first = *first;
+                let taps = &row[first..(first + MAX_TAPS).min(w)];
+                let acc: u32 = taps.iter().zip(wt).map(|(&t, &wk)| t * wk).sum();
+                // 8.8 times 0.16 is 24 fractional bits; round half up.
+                *o = ((acc + (1 << 23)) >> 24).min(255) as u8;
             }
         }
     }
@@ -196,6 +224,20 @@ impl AtariEnv {
             emu.minimal_action_set().to_vec()
         };
         let (h, w) = (emu.height(), emu.width());
+        if let Some(p) = cfg.preprocess {
+            if !(AreaAxis::supported(h, p.screen_size) && AreaAxis::supported(w, p.screen_size)) {
+                return Err(EnvError::BadOption {
+                    id: cfg.to_id_string(),
+                    message: format!(
+                        "screen_size {} cannot shrink the {h}x{w} screen: it must be at most {} \
+                         and more than a third of {}",
+                        p.screen_size,
+                        h.min(w),
+                        h.max(w)
+                    ),
+                });
+            }
+        }
         let (obs_space, pipeline) = match cfg.preprocess {
             Some(p) => (
                 Space::Image {
@@ -387,13 +429,17 @@ mod tests {
         r.run(&src, &mut dst);
         assert_eq!(dst, [3, 11, 100, 64]);
         // A fractional one: every output's weights sum to 1, so flat stays flat.
-        for (src_n, dst_n) in [(210, 84), (160, 84), (250, 84)] {
+        for (src_n, dst_n) in [(210, 84), (160, 84), (250, 84), (230, 84)] {
+            assert!(AreaAxis::supported(src_n, dst_n));
             let axis = AreaAxis::new(src_n, dst_n);
-            for &(a, b) in &axis.spans {
-                let total: f32 = axis.taps[a..b].iter().map(|t| t.1).sum();
-                assert!((total - 1.0).abs() < 1e-5, "{src_n}->{dst_n}: {total}");
+            for (first, w) in &axis.taps {
+                assert_eq!(w.iter().sum::<u32>(), ONE, "{src_n}->{dst_n} at {first}");
             }
         }
+        assert!(
+            !AreaAxis::supported(210, 42),
+            "shrinking by 5 needs more taps"
+        );
         let mut r = Resize::new(210, 160, 84);
         let mut dst = vec![0u8; 84 * 84];
         r.run(&vec![77u8; 210 * 160], &mut dst);

@@ -23,9 +23,14 @@ fn envs_lists_every_id_with_its_spaces() {
     let envs = v["envs"].as_array().expect("envs");
     assert_eq!(
         envs.len(),
-        21,
-        "16 procgen games + 3 mujoco + platform + cartpole"
+        125,
+        "16 procgen games + 3 mujoco + platform + cartpole + 104 ALE games"
     );
+    let pacman = envs
+        .iter()
+        .find(|e| e["id"] == "ALE/MsPacman-v5")
+        .expect("ALE/MsPacman-v5 listed");
+    assert_eq!(pacman["family"], "atari", "{pacman}");
     for e in envs {
         assert!(e.get("error").is_none(), "{e}");
         assert!(!e["observation"].as_str().unwrap_or("").is_empty(), "{e}");

@@ -111,12 +111,19 @@ target/release/volley-learner --config "$config" \
 learner=$!
 pids+=("$learner")
 
-# Wait until the learner accepts connections (or died).
-for _ in $(seq 1 600); do
+# Wait until the learner accepts connections (or died). On a busy machine loading
+# libtorch can take a minute; the actors' logs go into the run directory only once the
+# learner has made it, so a slow learner never finds its directory taken.
+listening=0
+for _ in $(seq 1 3000); do
   kill -0 "$learner" 2>/dev/null || { echo "local: the learner exited; see its output above" >&2; exit 1; }
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { listening=1; break; }
   sleep 0.1
 done
+if [ "$listening" = 0 ]; then
+  echo "local: the learner did not listen on 127.0.0.1:$port within 300 s; see its output above" >&2
+  exit 1
+fi
 
 mkdir -p "$run_dir/logs"
 for i in $(seq 0 $((actors - 1))); do

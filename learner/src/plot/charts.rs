@@ -353,6 +353,8 @@ pub struct CompareOptions {
     pub points: usize,
     /// Moving average window applied to each run before interpolation (1: none).
     pub smooth: usize,
+    /// Published or other reference values, `(label, value)`: dashed horizontal lines.
+    pub references: Vec<(String, f64)>,
     /// Pixels.
     pub size: (u32, u32),
 }
@@ -370,6 +372,7 @@ impl Default for CompareOptions {
             metric: Metric::Eval,
             points: Self::DEFAULT_POINTS,
             smooth: 1,
+            references: Vec::new(),
             size: Self::DEFAULT_SIZE,
         }
     }
@@ -442,8 +445,20 @@ pub fn comparison(groups: &[Group], out: &Path, opts: &CompareOptions) -> PlotRe
             mark: Mark::Line,
         });
     }
-    // Lines over every band.
+    // Lines over every band, and the references over all.
     panel.items.extend(lines);
+    for (k, (label, value)) in opts.references.iter().enumerate() {
+        let c = color(groups.len() + k);
+        panel.items.push(Item::HLine {
+            y: *value,
+            color: c,
+        });
+        legend.push(LegendEntry {
+            label: format!("{label}: {value}"),
+            color: c,
+            mark: Mark::Dashed,
+        });
+    }
     let smoothing = if opts.smooth > 1 {
         format!(", each run a moving average of {} log lines", opts.smooth)
     } else {

@@ -118,6 +118,8 @@ pub(crate) enum Item {
     },
     /// A dashed vertical line across the panel.
     VLine { x: f64, color: RGBColor },
+    /// A dashed horizontal line across the panel (a reference value).
+    HLine { y: f64, color: RGBColor },
     /// One horizontal bar per row of the panel's categories, from 0 to its value,
     /// labelled with the value; `highlight` drawn in its own colour.
     RowBars {
@@ -152,6 +154,7 @@ impl Item {
                 .flat_map(|&(x0, x1, h)| [(x0, 0.0), (x1, h)])
                 .collect(),
             Item::VLine { x, .. } => vec![(*x, f64::NAN)],
+            Item::HLine { y, .. } => vec![(f64::NAN, *y)],
             Item::RowBars { values, .. } => values
                 .iter()
                 .enumerate()
@@ -637,6 +640,14 @@ fn draw_panel<DB: DrawingBackend>(
             Item::VLine { x, color } => {
                 chart.draw_series(DashedLineSeries::new(
                     vec![(*x, y0), (*x, y1)],
+                    7,
+                    5,
+                    color.stroke_width(2),
+                ))?;
+            }
+            Item::HLine { y, color } => {
+                chart.draw_series(DashedLineSeries::new(
+                    vec![(x0, *y), (x1, *y)],
                     7,
                     5,
                     color.stroke_width(2),

@@ -120,10 +120,12 @@ pub fn draw_comparison(
     out: &Path,
     metric: Metric,
     smooth: usize,
+    references: &[(String, f64)],
 ) -> PlotResult<Vec<PathBuf>> {
     let c = CompareOptions {
         metric,
         smooth,
+        references: references.to_vec(),
         ..CompareOptions::default()
     };
     let mut written = comparison(groups, out, &c)?;

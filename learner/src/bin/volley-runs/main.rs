@@ -80,6 +80,10 @@ enum Command {
         /// Moving-average window applied to each run first, in metrics lines.
         #[arg(long, default_value_t = 1)]
         smooth: usize,
+        /// A reference value drawn as a dashed line, `LABEL=VALUE` (a published
+        /// score: `--reference "CleanRL DQN, 10M steps=2109"`); repeatable.
+        #[arg(long = "reference", value_parser = parse_reference)]
+        references: Vec<(String, f64)>,
     },
     /// Plays a run's trained agent: N episodes at once with the run's env settings
     /// (by default its evaluation's seed, episodes and step limit, greedy), prints
@@ -140,6 +144,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             train,
             smooth,
+            references,
         } => {
             let mut groups = Vec::new();
             for w in &what {
@@ -154,7 +159,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 plot::Metric::Eval
             };
-            let files = plot::draw_comparison(&groups, &out, metric, smooth)?;
+            let files = plot::draw_comparison(&groups, &out, metric, smooth, &references)?;
             out_files(&files, &mut text);
         }
         Command::Play(cmd) => text = play::run(&cli.dir, &cmd)?,
@@ -201,6 +206,23 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Lists written files, one per line.
+/// `LABEL=VALUE` of `compare --reference`: the value after the last `=`.
+fn parse_reference(s: &str) -> Result<(String, f64), String> {
+    let (label, value) = s.rsplit_once('=').ok_or_else(|| {
+        format!("--reference '{s}': write LABEL=VALUE, e.g. \"CleanRL DQN=2109\"")
+    })?;
+    let v: f64 = value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite())
+        .ok_or_else(|| format!("--reference '{s}': '{value}' is not a number"))?;
+    if label.trim().is_empty() {
+        return Err(format!("--reference '{s}': the label is empty"));
+    }
+    Ok((label.trim().to_string(), v))
+}
+
 fn out_files(files: &[PathBuf], text: &mut String) {
     for f in files {
         text.push_str(&format!("{}\n", f.display()));
@@ -489,4 +511,27 @@ fn show(run: &FoundRun, json: bool, out: &mut String) -> Result<()> {
         outln!(out, "  {l}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_reference;
+
+    #[test]
+    fn references_are_label_equals_value() {
+        assert_eq!(
+            parse_reference("CleanRL DQN, 10M steps=2109"),
+            Ok(("CleanRL DQN, 10M steps".to_string(), 2109.0))
+        );
+        assert_eq!(parse_reference("a=b=0.5"), Ok(("a=b".to_string(), 0.5)));
+        for (bad, why) in [
+            ("2109", "LABEL=VALUE"),
+            ("x=high", "not a number"),
+            ("x=inf", "not a number"),
+            (" =3", "label is empty"),
+        ] {
+            let e = parse_reference(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
 }

@@ -12,6 +12,8 @@
 //!   DQN-style preprocessing options ([`AtariConfig`]);
 //! - [`AtariEnv`]: one game as an [`crate::env::Env`] with `u8` image observations,
 //!   stepped in parallel by [`crate::env::threaded::ThreadedVecEnv`];
+//! - [`preprocess`]: the frames of the DQN preprocessing (max-pool, area resize,
+//!   frame stack);
 //! - [`seed_sequence`]: NumPy's `SeedSequence`, through which ale-py seeds ALE.
 //!
 //! # How the v5 envs map onto these calls
@@ -66,6 +68,7 @@ pub mod emulator;
 pub mod env;
 pub mod ffi;
 pub mod options;
+pub mod preprocess;
 pub mod roms;
 pub mod seed;
 

@@ -1,0 +1,208 @@
+//! The frames of `preprocess=dqn`: the last two screens of a step max-pooled, shrunk
+//! by area interpolation (OpenCV's `INTER_AREA`, in fixed point) and stacked as
+//! channels.
+
+use super::options::Preprocess;
+
+/// Area interpolation weights of one axis, `src` pixels onto `dst` (OpenCV's
+/// `INTER_AREA` when shrinking): destination pixel `j` covers the source interval
+/// `[j * s, (j + 1) * s)`, `s = src / dst`, and averages the pixels it overlaps,
+/// each weighted by the overlap. Weights are fixed point ([`ONE`] is 1) and sum to
+/// exactly [`ONE`] per destination pixel, so a flat image stays flat.
+#[derive(Debug, Clone)]
+pub(crate) struct AreaAxis {
+    /// Per destination pixel: the first source pixel and the weights from it on.
+    taps: Vec<(usize, [u32; MAX_TAPS])>,
+}
+
+/// Fixed-point one of the weights (16 bits).
+const ONE: u32 = 1 << 16;
+/// Source pixels one destination pixel can overlap (enough for shrinking by < 3).
+const MAX_TAPS: usize = 4;
+
+impl AreaAxis {
+    pub(crate) fn new(src: usize, dst: usize) -> AreaAxis {
+        let scale = src as f64 / dst as f64;
+        let taps = (0..dst)
+            .map(|j| {
+                let (lo, hi) = (j as f64 * scale, (j + 1) as f64 * scale);
+                let first = lo.floor() as usize;
+                let mut w = [0u32; MAX_TAPS];
+                let mut used = 0;
+                for (k, wk) in w.iter_mut().enumerate() {
+                    let i = first + k;
+                    if i >= src || i as f64 >= hi {
+                        break;
+                    }
+                    let overlap = (hi.min(i as f64 + 1.0) - lo.max(i as f64)).max(0.0);
+                    *wk = (overlap / scale * f64::from(ONE)).round() as u32;
+                    used = k + 1;
+                }
+                // Rounding leaves the sum a unit or two off: the largest weight
+                // takes the difference.
+                let sum: u32 = w.iter().sum();
+                if let Some(big) = (0..used).max_by_key(|&k| w[k]) {
+                    w[big] = (w[big] + ONE).saturating_sub(sum);
+                }
+                (first, w)
+            })
+            .collect();
+        AreaAxis { taps }
+    }
+
+    /// Whether shrinking `src` pixels to `dst` fits [`MAX_TAPS`] taps.
+    pub(crate) fn supported(src: usize, dst: usize) -> bool {
+        dst > 0 && src >= dst && (src as f64 / dst as f64) < (MAX_TAPS - 1) as f64
+    }
+}
+
+/// Shrinks `height x width` grayscale frames to `size x size` in fixed point.
+#[derive(Debug, Clone)]
+struct Resize {
+    width: usize,
+    height: usize,
+    rows: AreaAxis,
+    cols: AreaAxis,
+    /// Vertical pass: `size x width`, the pixel values times 256.
+    tmp: Vec<u32>,
+    size: usize,
+}
+
+impl Resize {
+    fn new(height: usize, width: usize, size: usize) -> Resize {
+        Resize {
+            width,
+            height,
+            rows: AreaAxis::new(height, size),
+            cols: AreaAxis::new(width, size),
+            tmp: vec![0; size * width],
+            size,
+        }
+    }
+
+    /// Vertical pass first (whole rows at a time, which vectorises), then the
+    /// horizontal one on the `size` rows left.
+    fn run(&mut self, src: &[u8], dst: &mut [u8]) {
+        let (w, h, s) = (self.width, self.height, self.size);
+        for (out, (first, wt)) in self.tmp.chunks_exact_mut(w).zip(&self.rows.taps) {
+            out.fill(0);
+            for (k, &wk) in wt.iter().enumerate() {
+                let y = first + k;
+                if wk == 0 || y >= h {
+                    continue;
+                }
+                for (o, &px) in out.iter_mut().zip(&src[y * w..(y + 1) * w]) {
+                    *o += u32::from(px) * wk;
+                }
+            }
+            // 0.16 to 8.8 fixed point.
+            for o in out.iter_mut() {
+                *o >>= 8;
+            }
+        }
+        for (row, out) in self.tmp.chunks_exact(w).zip(dst.chunks_exact_mut(s)) {
+            for (o, (first, wt)) in out.iter_mut().zip(&self.cols.taps) {
+                let first = *first;
+                let taps = &row[first..(first + MAX_TAPS).min(w)];
+                let acc: u32 = taps.iter().zip(wt).map(|(&t, &wk)| t * wk).sum();
+                // 8.8 times 0.16 is 24 fractional bits; round half up.
+                *o = ((acc + (1 << 23)) >> 24).min(255) as u8;
+            }
+        }
+    }
+}
+
+/// The preprocessing's state: the last two screens of a step, the resizer and the
+/// frame stack.
+#[derive(Debug, Clone)]
+pub(crate) struct Pipeline {
+    pub(crate) p: Preprocess,
+    /// The screens of the step's last two frames (grayscale, full size).
+    pub(crate) last: [Vec<u8>; 2],
+    pooled: Vec<u8>,
+    resize: Resize,
+    /// `stack` frames of `size x size`, a ring; `head` is the newest.
+    frames: Vec<u8>,
+    head: usize,
+}
+
+impl Pipeline {
+    pub(crate) fn new(p: Preprocess, height: usize, width: usize) -> Pipeline {
+        let n = height * width;
+        Pipeline {
+            p,
+            last: [vec![0; n], vec![0; n]],
+            pooled: vec![0; n],
+            resize: Resize::new(height, width, p.screen_size),
+            frames: vec![0; p.stack * p.screen_size * p.screen_size],
+            head: 0,
+        }
+    }
+
+    fn frame_len(&self) -> usize {
+        self.p.screen_size * self.p.screen_size
+    }
+
+    /// Max-pools the two screens, shrinks the result and pushes it on the stack (or
+    /// fills the stack with it).
+    pub(crate) fn push(&mut self, fill: bool) {
+        for ((o, &a), &b) in self.pooled.iter_mut().zip(&self.last[0]).zip(&self.last[1]) {
+            *o = a.max(b);
+        }
+        let n = self.frame_len();
+        self.head = (self.head + 1) % self.p.stack;
+        let (pooled, resize) = (&self.pooled, &mut self.resize);
+        resize.run(pooled, &mut self.frames[self.head * n..(self.head + 1) * n]);
+        if fill {
+            let (h, k) = (self.head, self.p.stack);
+            let newest = self.frames[h * n..(h + 1) * n].to_vec();
+            for c in (0..k).filter(|&c| c != h) {
+                self.frames[c * n..(c + 1) * n].copy_from_slice(&newest);
+            }
+        }
+    }
+
+    /// The stack as `[size, size, stack]` (HWC), channel `c` the frame `stack - 1 - c`
+    /// steps old.
+    pub(crate) fn write(&self, obs: &mut [u8]) {
+        let (n, k) = (self.frame_len(), self.p.stack);
+        for c in 0..k {
+            let f = (self.head + 1 + c) % k;
+            let frame = &self.frames[f * n..(f + 1) * n];
+            for (px, &v) in frame.iter().enumerate() {
+                obs[px * k + c] = v;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn area_resize_averages_what_each_pixel_covers() {
+        // An integer factor averages blocks exactly.
+        let src: Vec<u8> = vec![0, 4, 8, 12, 2, 6, 10, 14, 100, 100, 0, 0, 100, 100, 0, 255];
+        let mut r = Resize::new(4, 4, 2);
+        let mut dst = [0u8; 4];
+        r.run(&src, &mut dst);
+        assert_eq!(dst, [3, 11, 100, 64]);
+        // A fractional one: every output's weights sum to 1, so flat stays flat.
+        for (src_n, dst_n) in [(210, 84), (160, 84), (250, 84), (230, 84)] {
+            assert!(AreaAxis::supported(src_n, dst_n));
+            let axis = AreaAxis::new(src_n, dst_n);
+            for (first, w) in &axis.taps {
+                assert_eq!(w.iter().sum::<u32>(), ONE, "{src_n}->{dst_n} at {first}");
+            }
+        }
+        assert!(
+            !AreaAxis::supported(210, 42),
+            "shrinking by 5 needs more taps"
+        );
+        let mut r = Resize::new(210, 160, 84);
+        let mut dst = vec![0u8; 84 * 84];
+        r.run(&vec![77u8; 210 * 160], &mut dst);
+        assert!(dst.iter().all(|&v| v == 77));
+    }
+}

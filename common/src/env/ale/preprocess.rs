@@ -80,9 +80,16 @@ impl Resize {
         }
     }
 
-    /// Vertical pass first (whole rows at a time, which vectorises), then the
-    /// horizontal one on the `size` rows left.
+    /// Shrinks `src` into `dst`.
+    #[cfg(test)]
     fn run(&mut self, src: &[u8], dst: &mut [u8]) {
+        self.run_max(src, src, dst);
+    }
+
+    /// Shrinks the pixel-wise maximum of `a` and `b` into `dst`: the vertical pass
+    /// first (whole rows at a time, which vectorises; the maximum taken as rows are
+    /// read), then the horizontal one on the `size` rows left.
+    fn run_max(&mut self, a: &[u8], b: &[u8], dst: &mut [u8]) {
         let (w, h, s) = (self.width, self.height, self.size);
         for (out, (first, wt)) in self.tmp.chunks_exact_mut(w).zip(&self.rows.taps) {
             out.fill(0);
@@ -91,8 +98,9 @@ impl Resize {
                 if wk == 0 || y >= h {
                     continue;
                 }
-                for (o, &px) in out.iter_mut().zip(&src[y * w..(y + 1) * w]) {
-                    *o += u32::from(px) * wk;
+                let row = y * w..(y + 1) * w;
+                for ((o, &pa), &pb) in out.iter_mut().zip(&a[row.clone()]).zip(&b[row]) {
+                    *o += u32::from(pa.max(pb)) * wk;
                 }
             }
             // 0.16 to 8.8 fixed point.
@@ -119,7 +127,6 @@ pub(crate) struct Pipeline {
     pub(crate) p: Preprocess,
     /// The screens of the step's last two frames (grayscale, full size).
     pub(crate) last: [Vec<u8>; 2],
-    pooled: Vec<u8>,
     resize: Resize,
     /// `stack` frames of `size x size`, a ring; `head` is the newest.
     frames: Vec<u8>,
@@ -132,7 +139,6 @@ impl Pipeline {
         Pipeline {
             p,
             last: [vec![0; n], vec![0; n]],
-            pooled: vec![0; n],
             resize: Resize::new(height, width, p.screen_size),
             frames: vec![0; p.stack * p.screen_size * p.screen_size],
             head: 0,
@@ -146,18 +152,14 @@ impl Pipeline {
     /// Max-pools the two screens, shrinks the result and pushes it on the stack (or
     /// fills the stack with it).
     pub(crate) fn push(&mut self, fill: bool) {
-        for ((o, &a), &b) in self.pooled.iter_mut().zip(&self.last[0]).zip(&self.last[1]) {
-            *o = a.max(b);
-        }
         let n = self.frame_len();
         self.head = (self.head + 1) % self.p.stack;
-        let (pooled, resize) = (&self.pooled, &mut self.resize);
-        resize.run(pooled, &mut self.frames[self.head * n..(self.head + 1) * n]);
+        let [a, b] = &self.last;
+        let newest = self.head * n..(self.head + 1) * n;
+        self.resize.run_max(a, b, &mut self.frames[newest.clone()]);
         if fill {
-            let (h, k) = (self.head, self.p.stack);
-            let newest = self.frames[h * n..(h + 1) * n].to_vec();
-            for c in (0..k).filter(|&c| c != h) {
-                self.frames[c * n..(c + 1) * n].copy_from_slice(&newest);
+            for c in (0..self.p.stack).filter(|&c| c != self.head) {
+                self.frames.copy_within(newest.clone(), c * n);
             }
         }
     }
@@ -166,6 +168,18 @@ impl Pipeline {
     /// steps old.
     pub(crate) fn write(&self, obs: &mut [u8]) {
         let (n, k) = (self.frame_len(), self.p.stack);
+        let frame = |c: usize| {
+            let f = (self.head + 1 + c) % k;
+            &self.frames[f * n..(f + 1) * n]
+        };
+        if k == 4 {
+            // The usual stack: one 4-byte pixel at a time.
+            let (f0, f1, f2, f3) = (frame(0), frame(1), frame(2), frame(3));
+            for (px, o) in obs.chunks_exact_mut(4).enumerate() {
+                o.copy_from_slice(&[f0[px], f1[px], f2[px], f3[px]]);
+            }
+            return;
+        }
         for c in 0..k {
             let f = (self.head + 1 + c) % k;
             let frame = &self.frames[f * n..(f + 1) * n];
@@ -204,5 +218,45 @@ mod tests {
         let mut dst = vec![0u8; 84 * 84];
         r.run(&vec![77u8; 210 * 160], &mut dst);
         assert!(dst.iter().all(|&v| v == 77));
+    }
+
+    #[test]
+    fn stacks_are_oldest_first_for_any_depth() {
+        for k in [2, 3, 4] {
+            let p = Preprocess {
+                noop_max: 0,
+                screen_size: 4,
+                stack: k,
+            };
+            let mut pipe = Pipeline::new(p, 8, 8);
+            let mut obs = vec![0u8; 16 * k];
+            // Screens of value 10, then 20, 30, ...: each pushed as both last screens,
+            // except that the max-pool must take the brighter of the two.
+            pipe.last[0].fill(10);
+            pipe.last[1].fill(0);
+            pipe.push(true);
+            pipe.write(&mut obs);
+            assert!(
+                obs.iter().all(|&v| v == 10),
+                "k {k}: a reset fills the stack"
+            );
+            for step in 2..=5u8 {
+                pipe.last[0].fill(step * 10);
+                pipe.last[1].fill(step * 10 - 5);
+                pipe.push(false);
+            }
+            pipe.write(&mut obs);
+            for (c, px) in obs.chunks_exact(k).next().unwrap().iter().enumerate() {
+                let want = (5 - (k - 1 - c) as u8) * 10;
+                assert_eq!(*px, want, "k {k}, channel {c}");
+            }
+            for px in obs.chunks_exact(k) {
+                assert_eq!(
+                    px,
+                    obs.chunks_exact(k).next().unwrap(),
+                    "k {k}: flat frames"
+                );
+            }
+        }
     }
 }

@@ -240,7 +240,7 @@ pub fn bench_emulator(
         }
         while start.elapsed() < d {
             for e in envs.iter_mut() {
-                let set = e.action_set().to_vec();
+                let set = e.action_set();
                 let a = set[rng.random_range(0..set.len())];
                 let emu = e.emulator_mut();
                 for _ in 0..skip {

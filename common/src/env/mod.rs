@@ -18,6 +18,7 @@ pub mod mujoco;
 pub mod platform;
 pub mod pool;
 pub mod procgen;
+mod query;
 pub mod random;
 pub mod registry;
 pub mod render;

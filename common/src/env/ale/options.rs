@@ -31,7 +31,7 @@
 //! they send ([`crate::reward::Shaper`]); evaluations, episode statistics and metrics
 //! see whole games and raw scores.
 
-use super::super::{EnvError, EnvResult};
+use super::super::{query, EnvError, EnvResult};
 
 /// The ALE games of ale-py 0.12.1's ROMs, by snake-case id: the keys of
 /// `roms/md5.json` except the four multi-player ROMs ALE cannot load (`combat`,
@@ -226,8 +226,6 @@ pub struct AtariConfig {
     pub reward_clip: bool,
 }
 
-const BOOL_VALUES: &str = "true, false, 1, 0";
-
 impl AtariConfig {
     /// The v5 defaults for `game`.
     pub fn new(game: &str) -> AtariConfig {
@@ -282,40 +280,12 @@ impl AtariConfig {
             message,
         };
         let mut cfg = AtariConfig::new(game);
-        let mut seen: Vec<&str> = Vec::new();
         let (mut noop_max, mut screen_size, mut stack) = (None, None, None);
         let (mut episodic_life, mut reward_clip, mut preprocess) = (None, None, false);
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let Some((key, value)) = pair.split_once('=') else {
-                return Err(bad(format!(
-                    "option '{pair}' has no value: write {pair}=<value>"
-                )));
-            };
-            if seen.contains(&key) {
-                return Err(bad(format!("option '{key}' is given twice")));
-            }
-            seen.push(key);
-            let flag = || -> EnvResult<bool> {
-                match value {
-                    "true" | "1" => Ok(true),
-                    "false" | "0" => Ok(false),
-                    _ => Err(bad(format!(
-                        "bad value '{value}' for {key}: valid values are {BOOL_VALUES}"
-                    ))),
-                }
-            };
-            let int = |min: u32| -> EnvResult<u32> {
-                value
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|&n| n >= min && n <= i32::MAX as u32)
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "bad value '{value}' for {key}: expected an integer in {min}..={}",
-                            i32::MAX
-                        ))
-                    })
-            };
+        let given = query::pairs(query).map_err(bad)?;
+        for &(key, value) in &given {
+            let flag = || query::flag(key, value).map_err(bad);
+            let int = |min: u32| query::int(key, value, min).map_err(bad);
             match key {
                 "obs_type" => {
                     cfg.obs_type = match value {
@@ -376,7 +346,7 @@ impl AtariConfig {
             }
         }
         if preprocess {
-            if seen.contains(&"obs_type") && cfg.obs_type != ObsType::Grayscale {
+            if given.iter().any(|(k, _)| *k == "obs_type") && cfg.obs_type != ObsType::Grayscale {
                 return Err(bad(
                     "preprocess=dqn works on grayscale frames: drop obs_type=rgb".into(),
                 ));

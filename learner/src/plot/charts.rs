@@ -129,8 +129,9 @@ fn run_subtitle(run: &Run) -> String {
     if let Some(last) = run.rows.last() {
         let (div, unit) = time_unit(last.time);
         parts.push(format!(
-            "{} env steps in {:.1} {unit}",
+            "{} {} in {:.1} {unit}",
             super::draw::tick_label(last.steps, Ticks::Count),
+            run.progress(),
             last.time / div
         ));
     }
@@ -214,11 +215,11 @@ pub fn learning_curve(run: &Run, out: &Path, opts: &CurveOptions) -> PlotResult<
         legend,
         panels: vec![
             panel(
-                "env steps",
+                run.progress(),
                 Ticks::Count,
                 std::slice::from_ref(&train_steps),
                 std::slice::from_ref(&eval_steps),
-                "against env steps",
+                &format!("against {}", run.progress()),
             ),
             panel(
                 &time_desc,
@@ -289,7 +290,7 @@ pub fn losses(run: &Run, out: &Path, opts: &LossOptions) -> PlotResult<Vec<PathB
                 run.dir.join(super::series::METRICS_FILE).display()
             )));
         }
-        let mut p = Panel::new("env steps", "");
+        let mut p = Panel::new(run.progress(), "");
         p.title = Some(key.clone());
         p.x_ticks = Ticks::Count;
         p.x_from_zero = true;

@@ -48,6 +48,9 @@ pub const BOOKKEEPING_KEYS: &[&str] = &[
     "eval_return_mean",
     "eval_length_mean",
     "eval_weights_version",
+    "dataset_size",
+    "expert_labels",
+    STEPS_ARE_UPDATES,
 ];
 
 /// One line of `metrics.jsonl`.
@@ -115,7 +118,28 @@ pub struct Run {
     pub rows: Vec<Row>,
 }
 
+/// What a run's progress is counted in: env steps, or for a run that trains alone
+/// (behaviour cloning: no env step ever) its gradient updates.
+pub fn progress_name(rows: &[Row]) -> &'static str {
+    if rows
+        .iter()
+        .any(|r| r.values.contains_key(STEPS_ARE_UPDATES))
+    {
+        "gradient updates"
+    } else {
+        "env steps"
+    }
+}
+
+/// Marks the lines of a run whose `steps` are its updates ([`progress_name`]).
+const STEPS_ARE_UPDATES: &str = "__steps_are_updates";
+
 impl Run {
+    /// What the x axis of this run's figures counts ([`progress_name`]).
+    pub fn progress(&self) -> &'static str {
+        progress_name(&self.rows)
+    }
+
     /// Reads a run directory: `metrics.jsonl` must be there; `config.toml` may be
     /// missing (the algorithm, env and seed are then unknown).
     pub fn read(dir: &Path) -> PlotResult<Run> {
@@ -167,22 +191,44 @@ impl Run {
 
     /// The values of `key` against `axis`, on the lines that have it.
     pub fn series(&self, key: &str, axis: Axis) -> Series {
+        let at = self.placer(key, axis);
         let mut s = Series::default();
         for r in &self.rows {
             if let Some(v) = r.values.get(key) {
-                s.x.push(match axis {
-                    Axis::Steps => r.steps,
-                    Axis::Time => r.time,
-                });
+                s.x.push(at(r));
                 s.y.push(*v);
             }
         }
         s
     }
 
+    /// Where `key` of a row goes on `axis`. An evaluation's result is logged when it
+    /// finishes, a round or more after the version it measured was published: on the
+    /// steps axis it goes at that version's steps (the line that published
+    /// `eval_weights_version`), so a curve of a few iterations is not shifted by one.
+    fn placer(&self, key: &str, axis: Axis) -> impl Fn(&Row) -> f64 {
+        let mut published = BTreeMap::new();
+        if axis == Axis::Steps && key.starts_with("eval_") {
+            for r in &self.rows {
+                if let Some(&v) = r.values.get("weights_version") {
+                    published.entry(v as u64).or_insert(r.steps);
+                }
+            }
+        }
+        move |r: &Row| match axis {
+            Axis::Time => r.time,
+            Axis::Steps => r
+                .values
+                .get("eval_weights_version")
+                .and_then(|&v| published.get(&(v as u64)).copied())
+                .unwrap_or(r.steps),
+        }
+    }
+
     /// [`Run::series`] cut where the run was resumed: one series per learner process
     /// that logged `key` (on the wall-time axis, the time between them has no data).
     pub fn series_by_segment(&self, key: &str, axis: Axis) -> Vec<Series> {
+        let at = self.placer(key, axis);
         let mut out: Vec<Series> = Vec::new();
         let mut current = None;
         for r in &self.rows {
@@ -192,10 +238,7 @@ impl Run {
                 current = Some(r.segment);
             }
             if let Some(s) = out.last_mut() {
-                s.x.push(match axis {
-                    Axis::Steps => r.steps,
-                    Axis::Time => r.time,
-                });
+                s.x.push(at(r));
                 s.y.push(*v);
             }
         }
@@ -305,6 +348,15 @@ pub fn parse_metrics(text: &str, path: &Path) -> PlotResult<Vec<Row>> {
             segment: 0,
             values,
         });
+    }
+    // A run that never stepped an env but updated (behaviour cloning) progresses by
+    // its updates.
+    let update = |r: &Row| r.values.get("update").copied().unwrap_or(0.0);
+    if raw.iter().all(|r| r.steps == 0.0) && raw.iter().any(|r| update(r) > 0.0) {
+        for r in &mut raw {
+            r.steps = update(r);
+            r.values.insert(STEPS_ARE_UPDATES.into(), 1.0);
+        }
     }
     let times: Vec<f64> = raw.iter().map(|r| r.time).collect();
     let steps: Vec<f64> = raw.iter().map(|r| r.steps).collect();
@@ -486,6 +538,53 @@ mod tests {
         assert_eq!(cut[1].points(), vec![(5.0, 20.0), (6.0, 21.0)]);
         assert!(!run.rows[0].values.contains_key(TRAIN_RETURN));
         assert!(!run.rows[0].values.contains_key(EVAL_RETURN));
+        assert_eq!(progress_name(&run.rows), "env steps");
+    }
+
+    #[test]
+    fn a_run_without_env_steps_progresses_by_its_updates() {
+        let text = [
+            r#"{"update": 500, "steps": 0, "time": 1.0, "loss": 2.0}"#,
+            r#"{"update": 1000, "steps": 0, "time": 2.0, "loss": 1.0, "eval_return_mean": 30.0}"#,
+        ]
+        .join("\n");
+        let rows = parse_metrics(&text, Path::new("m.jsonl")).unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.steps).collect::<Vec<_>>(),
+            vec![500.0, 1000.0]
+        );
+        assert_eq!(
+            rows.iter().map(|r| r.segment).collect::<Vec<_>>(),
+            vec![0, 0]
+        );
+        assert_eq!(progress_name(&rows), "gradient updates");
+    }
+
+    #[test]
+    fn an_evaluation_goes_at_the_steps_of_the_version_it_measured() {
+        let text = [
+            r#"{"steps": 1000, "time": 1.0, "weights_version": 1}"#,
+            r#"{"steps": 2000, "time": 2.0, "weights_version": 2, "eval_return_mean": 30.0, "eval_weights_version": 1}"#,
+            r#"{"steps": 3000, "time": 3.0, "weights_version": 3, "eval_return_mean": 40.0, "eval_weights_version": 3}"#,
+        ]
+        .join("\n");
+        let run = Run {
+            name: "r".into(),
+            dir: PathBuf::from("r"),
+            algorithm: None,
+            env_id: None,
+            seed: None,
+            rows: parse_metrics(&text, Path::new("m.jsonl")).unwrap(),
+        };
+        assert_eq!(
+            run.series(EVAL_RETURN, Axis::Steps).points(),
+            vec![(1000.0, 30.0), (3000.0, 40.0)]
+        );
+        // Wall time is when the result came in.
+        assert_eq!(
+            run.series(EVAL_RETURN, Axis::Time).points(),
+            vec![(2.0, 30.0), (3.0, 40.0)]
+        );
     }
 
     #[test]
@@ -532,6 +631,11 @@ mod tests {
         )
         .unwrap();
         let run = Run::read(&dir).unwrap();
+        // The evaluation line names no version: it stays where it was logged.
+        assert_eq!(
+            run.series(EVAL_RETURN, Axis::Steps).points(),
+            vec![(600.0, 42.0)]
+        );
         assert_eq!(run.algorithm.as_deref(), Some("ppo"));
         assert_eq!(run.env_id.as_deref(), Some("CartPole-v1"));
         assert_eq!(run.seed, Some(3));

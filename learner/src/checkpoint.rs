@@ -23,6 +23,31 @@ use volley_common::checkpoint::CheckpointStore;
 
 use crate::replay::ReplayAccounting;
 
+/// Which checkpoint of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// The best evaluation's weights (`checkpoints/best`).
+    Best,
+    /// The newest checkpoint that verifies.
+    Latest,
+    /// The checkpoint of this update number.
+    Update(u64),
+}
+
+impl std::str::FromStr for Which {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "best" => Ok(Which::Best),
+            "latest" => Ok(Which::Latest),
+            n => n
+                .parse()
+                .map(Which::Update)
+                .map_err(|_| format!("checkpoint '{s}' is not best, latest or an update number")),
+        }
+    }
+}
+
 /// The format of `training.json` this build writes and reads.
 const FORMAT: u32 = 2;
 

@@ -30,30 +30,7 @@ use volley_common::env::{make_vec_env, EnvId, ObsBuf, Space, VecEnv, VecEnvOptio
 use crate::config::RunConfig;
 use crate::runs::{self, FoundRun};
 
-/// Which checkpoint of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
-    /// The best evaluation's weights (`checkpoints/best`).
-    Best,
-    /// The newest checkpoint that verifies.
-    Latest,
-    /// The checkpoint of this update number.
-    Update(u64),
-}
-
-impl std::str::FromStr for Which {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "best" => Ok(Which::Best),
-            "latest" => Ok(Which::Latest),
-            n => n
-                .parse()
-                .map(Which::Update)
-                .map_err(|_| format!("checkpoint '{s}' is not best, latest or an update number")),
-        }
-    }
-}
+pub use crate::checkpoint::Which;
 
 /// A run's trained agent: what it is built from and a checkpoint's weights.
 #[derive(Debug, Clone)]

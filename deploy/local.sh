@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Trains on this machine: one learner and N actors.
+# Trains on this machine: one learner and N actors (none for a learner that trains
+# alone, like behaviour cloning from a dataset).
 #
 #   deploy/local.sh [--actors N] [--config FILE] [--seeds K] [key=value ...]
 #
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
     --seeds=*) seeds="${1#*=}"; shift ;;
     --config) config="${2:?--config needs a file}"; shift 2 ;;
     --config=*) config="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *=*) overrides+=("$1"); shift ;;
     *) echo "deploy/local.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -75,6 +76,15 @@ for o in "${overrides[@]}"; do
   case "$o" in run.dir=*) run_parent="${o#run.dir=}" ;; esac
 done
 run_dir="$run_parent/$run_name"
+
+# A config whose learner trains alone (behaviour cloning from a dataset) gets no
+# actors; the learner says so itself (a config it cannot read answers nothing here,
+# and the learner below names the problem).
+if [ "$actors" -gt 0 ] && [ "$(target/release/volley-learner --config "$config" \
+    "${overrides[@]}" --takes-actors 2>/dev/null)" = no ]; then
+  echo "local: $config trains on the learner alone: no actors"
+  actors=0
+fi
 
 pids=()
 stopping=0

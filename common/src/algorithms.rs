@@ -25,6 +25,8 @@ macro_rules! for_each_algorithm {
             mpdqn,
             ddqn,
             splitq,
+            bc,
+            dagger,
         }
     };
 }

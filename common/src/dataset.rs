@@ -30,6 +30,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::env::Space;
+
 /// The `format` a file declares.
 pub const FORMAT: &str = "volley-transitions/1";
 
@@ -133,6 +135,45 @@ impl Transitions {
         self.obs_shape.iter().product()
     }
 
+    /// The first `n` transitions (all of them when there are fewer): a dataset of a
+    /// given number of expert labels.
+    pub fn first(&self, n: usize) -> Transitions {
+        let n = n.min(self.len());
+        let w = self.obs_len();
+        let obs = |c: &ObsColumn| match c {
+            ObsColumn::F32(v) => ObsColumn::F32(v[..n * w].to_vec()),
+            ObsColumn::U8(v) => ObsColumn::U8(v[..n * w].to_vec()),
+        };
+        let actions = match &self.actions {
+            ActionColumn::Discrete(v) => ActionColumn::Discrete(v[..n].to_vec()),
+            ActionColumn::Continuous { dim, values } => ActionColumn::Continuous {
+                dim: *dim,
+                values: values[..n * dim].to_vec(),
+            },
+            ActionColumn::Parameterised {
+                choices,
+                params,
+                values,
+            } => ActionColumn::Parameterised {
+                choices: choices[..n].to_vec(),
+                params: *params,
+                values: values[..n * params].to_vec(),
+            },
+        };
+        Transitions {
+            obs_shape: self.obs_shape.clone(),
+            obs: obs(&self.obs),
+            next_obs: obs(&self.next_obs),
+            actions,
+            rewards: self.rewards[..n].to_vec(),
+            terminated: self.terminated[..n].to_vec(),
+            truncated: self.truncated[..n].to_vec(),
+            episode: self.episode[..n].to_vec(),
+            step: self.step[..n].to_vec(),
+            metadata: self.metadata.clone(),
+        }
+    }
+
     /// Checks that every column has `T` rows of the right width.
     pub fn validate(&self) -> Result<(), String> {
         let t = self.len();
@@ -179,6 +220,104 @@ impl Transitions {
                 })
             }),
         }
+    }
+
+    /// Checks that the transitions fit an env of these spaces: the observations' shape
+    /// and dtype, the actions' kind and width, and (continuous) every action finite
+    /// and inside the bounds. The error names the field and what the env has.
+    pub fn check_spaces(&self, path: &str, obs: &Space, act: &Space) -> Result<(), DatasetError> {
+        let field = |name: &str, message: String| DatasetError::Field {
+            path: path.to_string(),
+            field: name.into(),
+            message,
+        };
+        let (want_shape, want_u8) = match obs {
+            Space::Box { shape, .. } => (shape.clone(), false),
+            Space::Image {
+                height,
+                width,
+                channels,
+            } => (vec![*height, *width, *channels], true),
+            other => {
+                return Err(field(
+                    "obs",
+                    format!("cannot hold observations of {}", other.describe()),
+                ))
+            }
+        };
+        let got_u8 = matches!(self.obs, ObsColumn::U8(_));
+        if self.obs_shape != want_shape || got_u8 != want_u8 {
+            let dtype = |u8: bool| if u8 { "U8" } else { "F32" };
+            return Err(field(
+                "obs",
+                format!(
+                    "is {} {:?} per transition, but the env observes {} ({} {:?}): the file was recorded on another env",
+                    dtype(got_u8),
+                    self.obs_shape,
+                    obs.describe(),
+                    dtype(want_u8),
+                    want_shape
+                ),
+            ));
+        }
+        match (&self.actions, act) {
+            (ActionColumn::Discrete(a), Space::Discrete { n }) => {
+                if let Some((i, v)) = a
+                    .iter()
+                    .enumerate()
+                    .find(|(_, &v)| v < 0 || v as usize >= *n)
+                {
+                    return Err(field(
+                        "actions",
+                        format!("row {i} is action {v}, but the env has {n} actions"),
+                    ));
+                }
+            }
+            (ActionColumn::Continuous { dim, values }, Space::Box { low, high, .. }) => {
+                if *dim != low.len() {
+                    return Err(field(
+                        "actions",
+                        format!(
+                            "has {dim} values per action, but the env's actions are {}",
+                            act.describe()
+                        ),
+                    ));
+                }
+                for (k, v) in values.iter().enumerate() {
+                    let j = k % dim;
+                    if !v.is_finite() || *v < low[j] || *v > high[j] {
+                        return Err(field(
+                            "actions",
+                            format!(
+                                "row {} dimension {j} is {v}, outside the env's bounds [{}, {}]",
+                                k / dim,
+                                low[j],
+                                high[j]
+                            ),
+                        ));
+                    }
+                }
+            }
+            (ActionColumn::Parameterised { params, .. }, Space::Parameterised { .. })
+                if *params == act.flat_len() => {}
+            (have, _) => {
+                let kind = match have {
+                    ActionColumn::Discrete(_) => "discrete".to_string(),
+                    ActionColumn::Continuous { dim, .. } => format!("continuous ({dim} values)"),
+                    ActionColumn::Parameterised { params, .. } => {
+                        format!("parameterised ({params} parameters)")
+                    }
+                };
+                return Err(field(
+                    "actions",
+                    format!("are {kind}, but the env's actions are {}", act.describe()),
+                ));
+            }
+        }
+        if let Some(i) = self.rewards.iter().position(|r| !r.is_finite()) {
+            return Err(field("rewards", format!("row {i} is not finite")));
+        }
+        Ok(())
     }
 
     /// Writes the file (to a temporary name first, so a failure leaves no half file).
@@ -495,6 +634,74 @@ mod tests {
         let h: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
         assert_eq!(h["obs"]["shape"], json!([3, 2]));
         assert_eq!(h["params"]["dtype"], "F32");
+    }
+
+    #[test]
+    fn the_first_n_transitions_are_a_valid_dataset() {
+        let t = sample();
+        let head = t.first(2);
+        assert_eq!(head.len(), 2);
+        head.validate().unwrap();
+        assert_eq!(head.rewards, t.rewards[..2]);
+        assert_eq!(head.step, t.step[..2]);
+        assert_eq!(t.first(100), t);
+        assert!(t.first(0).is_empty());
+    }
+
+    #[test]
+    fn a_file_for_other_spaces_is_an_error_naming_the_field() {
+        let mut t = Transitions::new(
+            vec![2],
+            false,
+            ActionColumn::Continuous {
+                dim: 2,
+                values: vec![0.5, -0.5, 1.0, 2.0],
+            },
+        );
+        t.obs = ObsColumn::F32(vec![0.0; 4]);
+        t.next_obs = ObsColumn::F32(vec![0.0; 4]);
+        t.rewards = vec![1.0, 1.0];
+        t.terminated = vec![false; 2];
+        t.truncated = vec![false; 2];
+        t.episode = vec![0; 2];
+        t.step = vec![0, 1];
+        let obs = |n: usize| Space::Box {
+            shape: vec![n],
+            low: vec![f32::NEG_INFINITY; n],
+            high: vec![f32::INFINITY; n],
+        };
+        let act = |n: usize, high: f32| Space::Box {
+            shape: vec![n],
+            low: vec![-1.0; n],
+            high: vec![high; n],
+        };
+        let err = |o: &Space, a: &Space| {
+            t.check_spaces("d.safetensors", o, a)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(t.check_spaces("d", &obs(2), &act(2, 2.0)).is_ok());
+        let e = err(&obs(3), &act(2, 2.0));
+        assert!(
+            e.contains("field 'obs'") && e.contains("[2]") && e.contains("[3]"),
+            "{e}"
+        );
+        let e = err(&obs(2), &act(3, 2.0));
+        assert!(
+            e.contains("field 'actions'") && e.contains("2 values per action"),
+            "{e}"
+        );
+        // Row 1's second value (2.0) is outside [-1, 1].
+        let e = err(&obs(2), &act(2, 1.0));
+        assert!(e.contains("row 1 dimension 1 is 2"), "{e}");
+        let e = err(&obs(2), &Space::Discrete { n: 4 });
+        assert!(e.contains("are continuous (2 values)"), "{e}");
+        let image = Space::Image {
+            height: 2,
+            width: 1,
+            channels: 1,
+        };
+        assert!(err(&image, &act(2, 2.0)).contains("U8"));
     }
 
     #[test]

@@ -38,6 +38,11 @@ pub const REPLAY_SIZE: &str = "volley_replay_size";
 pub const REPLAY_RATIO: &str = "volley_replay_ratio";
 pub const REPLAY_RATIO_TARGET: &str = "volley_replay_ratio_target";
 pub const UPDATES_PER_SEC: &str = "volley_updates_per_second";
+// Imitation.
+pub const IMITATION_DATASET_SIZE: &str = "volley_imitation_dataset_size";
+pub const IMITATION_LABELS: &str = "volley_imitation_expert_labels";
+pub const EXPERT_RETURN: &str = "volley_imitation_expert_return";
+pub const IMITATION_BETA: &str = "volley_imitation_beta";
 pub const EVAL_RETURN: &str = "volley_eval_return";
 pub const EVAL_LENGTH: &str = "volley_eval_length";
 /// The last evaluation's mean gradient feature importance, per named feature
@@ -142,6 +147,24 @@ pub fn describe_all() {
         "actor policy forward pass per batch"
     );
     describe_gauge!(REPLAY_SIZE, Unit::Count, "transitions in the replay buffer");
+    describe_gauge!(
+        IMITATION_DATASET_SIZE,
+        Unit::Count,
+        "demonstrations the imitation learner trains on"
+    );
+    describe_gauge!(
+        IMITATION_LABELS,
+        Unit::Count,
+        "expert labels used so far (demonstrations ever added)"
+    );
+    describe_gauge!(
+        IMITATION_BETA,
+        "DAgger: probability of the expert's action in the mixture the actors roll out now"
+    );
+    describe_gauge!(
+        EXPERT_RETURN,
+        "mean evaluation return of the run's expert, measured at the start"
+    );
     describe_gauge!(
         REPLAY_RATIO,
         "gradient updates per env step stored since learning started"

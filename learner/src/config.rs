@@ -30,6 +30,7 @@ pub struct RunConfig {
     pub reward: RewardConfig,
     pub checkpoint: CheckpointSection,
     pub tracking: TrackingSection,
+    pub imitation: ImitationSection,
     /// The algorithm's section, by algorithm name (at most the run's own).
     #[serde(flatten)]
     pub sections: Table,
@@ -48,6 +49,7 @@ impl Default for RunConfig {
             reward: RewardConfig::default(),
             checkpoint: CheckpointSection::default(),
             tracking: TrackingSection::default(),
+            imitation: ImitationSection::default(),
             sections: Table::new(),
         }
     }
@@ -162,6 +164,24 @@ impl TrackingSection {
         let uri = uri.trim().to_string();
         (!uri.is_empty()).then_some(uri)
     }
+}
+
+/// Learning from an expert: another run's policy and the demonstrations it recorded
+/// (`volley-runs play RUN --record FILE`). Behaviour cloning trains on `dataset`;
+/// DAgger asks `expert` for its labels. Whichever algorithm a run trains, a named
+/// expert is evaluated at the start (the `eval` settings) and its return logged as the
+/// reference the run is measured against.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImitationSection {
+    /// The expert: a run id, name, unique prefix of either, or run directory (looked
+    /// up under `run.dir`); empty: none.
+    pub expert: String,
+    /// Which of its checkpoints: `best` (empty means best), `latest` or an update
+    /// number.
+    pub expert_checkpoint: String,
+    /// Demonstrations: a transitions file (`volley_common::dataset`); empty: none.
+    pub dataset: String,
 }
 
 /// Checkpoints: how many are kept and what goes into them.
@@ -394,6 +414,12 @@ impl RunConfig {
                     "tracking.mlflow_uri (or MLFLOW_TRACKING_URI) = '{uri}': expected the http:// or https:// address of an MLflow tracking server, like http://127.0.0.1:5000"
                 ));
             }
+        }
+        if !self.imitation.expert_checkpoint.is_empty() {
+            self.imitation
+                .expert_checkpoint
+                .parse::<crate::checkpoint::Which>()
+                .map_err(|e| format!("imitation.expert_checkpoint: {e}"))?;
         }
         if self.checkpoint.keep == 0 {
             return Err("checkpoint.keep must be at least 1".into());

@@ -47,6 +47,9 @@ pub struct EvalConfig {
     pub seed: u64,
     /// Pixel observations: a saliency frame every this many evaluations (0: never).
     pub saliency_every: u64,
+    /// Also evaluate the weights a fresh run starts from (version 0), before any
+    /// update: a policy seeded by imitation is measured as it starts.
+    pub at_start: bool,
 }
 
 impl Default for EvalConfig {
@@ -57,6 +60,7 @@ impl Default for EvalConfig {
             max_steps: 10_000,
             saliency_every: 5,
             seed: 12_345,
+            at_start: false,
         }
     }
 }
@@ -204,9 +208,26 @@ impl Evaluator {
         }
     }
 
+    /// Hands a version to the evaluator, waiting until it takes it (it finishes the
+    /// evaluation in progress first); false when the evaluator is gone.
+    pub fn offer_waiting(&self, version: u64, steps: u64, weights: Bytes) -> bool {
+        let Some(jobs) = &self.jobs else { return false };
+        jobs.send(Job {
+            version,
+            steps,
+            weights,
+        })
+        .is_ok()
+    }
+
     /// A finished evaluation, if any.
     pub fn poll(&self) -> Option<Result<EvalResult, String>> {
         self.results.try_recv().ok()
+    }
+
+    /// Waits for the next finished evaluation; `None` when the evaluator is gone.
+    fn wait(&self) -> Option<Result<EvalResult, String>> {
+        self.results.recv().ok()
     }
 }
 
@@ -231,6 +252,9 @@ pub struct EvalTracker {
     best: Option<f64>,
     /// The best evaluation's score, steps and version, for the run's record.
     best_record: Option<crate::runs::Best>,
+    /// Evaluations handed over and not yet taken, and the last version handed over.
+    outstanding: usize,
+    offered: Option<u64>,
 }
 
 impl EvalTracker {
@@ -269,19 +293,55 @@ impl EvalTracker {
 
     /// After an update published `version`: offers it when `every` divides `count`
     /// (0: never), then takes a finished evaluation if there is one ([`Self::poll`]).
+    /// With `wait`, an offered version is never skipped: the call waits for the
+    /// evaluation in progress to finish.
     pub fn after_update(
         &mut self,
         every: u64,
         (count, version, steps): (u64, u64, u64),
         weights: Bytes,
         store: &CheckpointStore,
+        wait: bool,
     ) -> Result<()> {
         if every > 0 && count % every == 0 {
             if let Some(e) = &self.evaluator {
-                e.offer(version, steps, weights);
+                let taken = if wait {
+                    e.offer_waiting(version, steps, weights)
+                } else {
+                    e.offer(version, steps, weights)
+                };
+                if taken {
+                    self.outstanding += 1;
+                    self.offered = Some(version);
+                }
             }
         }
         self.poll(store)
+    }
+
+    /// Evaluates `version` (unless it was the last one offered) and waits for every
+    /// evaluation still running, taking each result: the end of a run that trains
+    /// alone, so that its last weights are measured too.
+    pub fn finish(
+        &mut self,
+        (version, steps): (u64, u64),
+        weights: Bytes,
+        store: &CheckpointStore,
+    ) -> Result<()> {
+        let Some(e) = &self.evaluator else {
+            return Ok(());
+        };
+        if self.offered != Some(version) && e.offer_waiting(version, steps, weights) {
+            self.outstanding += 1;
+            self.offered = Some(version);
+        }
+        while self.outstanding > 0 {
+            let Some(r) = self.evaluator.as_ref().and_then(Evaluator::wait) else {
+                break;
+            };
+            self.take(r, store)?;
+        }
+        Ok(())
     }
 
     /// Takes a finished evaluation, if any: metrics, and the best checkpoint when it
@@ -290,6 +350,11 @@ impl EvalTracker {
         let Some(r) = self.evaluator.as_ref().and_then(Evaluator::poll) else {
             return Ok(());
         };
+        self.take(r, store)
+    }
+
+    fn take(&mut self, r: Result<EvalResult, String>, store: &CheckpointStore) -> Result<()> {
+        self.outstanding = self.outstanding.saturating_sub(1);
         let r = match r {
             Ok(r) => r,
             Err(e) => {

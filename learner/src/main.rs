@@ -14,16 +14,19 @@ use volley_common::agent::AgentRecipe;
 use volley_common::checkpoint::CheckpointStore;
 use volley_common::config::apply_override;
 use volley_common::env::{make_vec_env, EnvId, Space, VecEnvOptions};
+use volley_learner::algo::Source;
 use volley_learner::algo::{self, BuildContext};
 use volley_learner::checkpoint;
 use volley_learner::config::RunConfig;
+use volley_learner::demos::Demos;
 use volley_learner::eval::Evaluator;
+use volley_learner::imitation::{self, Expert};
 use volley_learner::replay::ObsFormat;
 use volley_learner::rundir::RunDir;
 use volley_learner::runs::{self, file_safe, timestamp, Record, Recorder, RunStatus};
 use volley_learner::server::{self, RunInfo, ServerOptions, VolleyService};
 use volley_learner::tracking::Tracking;
-use volley_learner::training::{ObsLayout, Status, Training};
+use volley_learner::training::{DataInputs, ObsLayout, Status, Training};
 use volley_learner::validate::ActionSpec;
 use volley_proto::DType;
 
@@ -48,6 +51,10 @@ struct Cli {
     /// no ports, no run directory.
     #[arg(long)]
     check: bool,
+    /// Print `yes` when the config's algorithm trains on actors' data, `no` when the
+    /// learner trains alone (behaviour cloning), and exit (deploy/local.sh asks).
+    #[arg(long)]
+    takes_actors: bool,
     /// Config overrides, key.path=value.
     overrides: Vec<String>,
 }
@@ -246,6 +253,11 @@ fn run(cli: Cli) -> Result<()> {
         frame_stack: env_id.frame_stack(),
     };
     drop(probe);
+    let source = built.algorithm.source();
+    if cli.takes_actors {
+        println!("{}", if source.takes_actors() { "yes" } else { "no" });
+        return Ok(());
+    }
     if cli.check {
         let mut shown = cfg.clone();
         if !shown.learner.auth_token.is_empty() {
@@ -314,6 +326,33 @@ fn run(cli: Cli) -> Result<()> {
     run_dir.write_agent(&recipe)?;
     let tracking = Tracking::start(&cfg, &mut run_dir)?;
     let info = run_info(&cfg, &run_name, &recipe, fields, &obs_space, &act_space)?;
+    let demos = match &source {
+        Source::Demos(s) => Some(imitation::load_dataset(
+            &cfg, &obs_space, &act_space, s.capacity, device,
+        )?),
+        // DAgger starts from the demonstrations when it is given some.
+        Source::Aggregate(s) if !cfg.imitation.dataset.trim().is_empty() => Some(
+            imitation::load_dataset(&cfg, &obs_space, &act_space, s.capacity, device)?,
+        ),
+        Source::Aggregate(s) => Some(Demos::new(&obs_space, &act_space, s.capacity, device)?),
+        _ => None,
+    };
+    let expert = Expert::load(&cfg, &obs_space, &act_space, 1)?;
+    if let Some(expert) = &expert {
+        let r = expert.measure(&cfg)?;
+        volley_common::say!(
+            "volley-learner: expert {} (id {}, checkpoint {}): return {:.1} +- {:.1} over {} episodes of {}",
+            r.run,
+            r.run_id,
+            r.checkpoint,
+            r.return_mean,
+            r.return_std,
+            r.episodes,
+            r.env
+        );
+        metrics::gauge!(volley_common::telemetry::EXPERT_RETURN).set(r.return_mean);
+        run_dir.write_json("expert.json", &r)?;
+    }
 
     let (chunk_tx, chunk_rx) = mpsc::channel(cfg.learner.queue_chunks);
     let (weights_tx, weights_rx) = watch::channel(None);
@@ -324,7 +363,11 @@ fn run(cli: Cli) -> Result<()> {
     let mut training = Training::new(
         cfg.clone(),
         built.algorithm,
-        layout,
+        DataInputs {
+            layout,
+            demos,
+            expert,
+        },
         device,
         run_dir,
         weights_tx,
@@ -341,7 +384,7 @@ fn run(cli: Cli) -> Result<()> {
             c.version
         );
     }
-    if cfg.eval.every_updates > 0 {
+    if cfg.eval.every_updates > 0 || cfg.eval.at_start {
         training.set_evaluator(Evaluator::start(
             &env_id,
             &recipe,
@@ -349,6 +392,10 @@ fn run(cli: Cli) -> Result<()> {
             Some(&run_path),
         )?);
     }
+    // Work before any data (imitation-seeded SAC's pretraining) ends before actors
+    // are served, so that none waits for first weights meanwhile.
+    set_torch_threads(cfg.learner.torch_threads);
+    training.prepare()?;
     volley_common::say!(
         "volley-learner: run {} (id {}) in {} | {} on {} | device {:?} | grpc {} | metrics http://{}/metrics",
         run_name,
@@ -384,6 +431,12 @@ fn run(cli: Cli) -> Result<()> {
         info,
         ServerOptions {
             auth_token,
+            refuse_actors: (!source.takes_actors()).then(|| {
+                format!(
+                    "this run trains {} on the learner alone, from imitation.dataset: it takes no actors",
+                    cfg.algorithm
+                )
+            }),
             ..Default::default()
         },
         chunk_tx,

@@ -80,8 +80,13 @@ impl RunDir {
     /// explain commands read it). Rewritten on resume, so runs made before it
     /// existed get one.
     pub fn write_agent(&self, recipe: &volley_common::agent::AgentRecipe) -> Result<()> {
-        let path = self.path.join(crate::runs::AGENT);
-        let text = serde_json::to_vec_pretty(recipe)?;
+        self.write_json(crate::runs::AGENT, recipe)
+    }
+
+    /// Writes `value` as the run directory's JSON file `name` (whole or not at all).
+    pub fn write_json(&self, name: &str, value: &impl serde::Serialize) -> Result<()> {
+        let path = self.path.join(name);
+        let text = serde_json::to_vec_pretty(value)?;
         let tmp = path.with_extension("json.tmp");
         fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
         fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))

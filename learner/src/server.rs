@@ -180,6 +180,9 @@ pub struct ServerOptions {
     /// (its weight stream then stops counting in `volley_connected_actors`). Longer
     /// than the client's: an actor's answer may queue behind a chunk it is uploading.
     pub keepalive_timeout: Duration,
+    /// Set when the run takes no actors (it trains alone): every registration is
+    /// refused with this message.
+    pub refuse_actors: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -193,6 +196,7 @@ impl Default for ServerOptions {
             max_frame_bytes: 1 << 20,
             keepalive: Some(Duration::from_secs(10)),
             keepalive_timeout: Duration::from_secs(10),
+            refuse_actors: None,
         }
     }
 }
@@ -468,6 +472,9 @@ impl Volley for VolleyService {
             return Err(
                 Rejection::new(Reason::ShuttingDown, "the learner is shutting down").into(),
             );
+        }
+        if let Some(why) = &self.shared.options.refuse_actors {
+            return Err(Rejection::new(Reason::BadRequest, why.clone()).into());
         }
         if req.actor_id.is_empty() || req.actor_id.len() > MAX_ACTOR_ID_LEN {
             return Err(Rejection::new(

@@ -41,7 +41,9 @@ use volley_common::telemetry as t;
 use crate::algo::{Algorithm, Batch, Source, Stats, UpdateContext};
 use crate::checkpoint::{self, Counters, Restored, Snapshot, TrainingState};
 use crate::config::RunConfig;
+use crate::demos::{AggregateSettings, DemoSettings, Demos};
 use crate::eval::{EvalTracker, Evaluator};
+use crate::imitation::Expert;
 use crate::replay::{ObsFormat, ReplayFeed, ReplaySettings};
 use crate::rollout::{Ingested, Rollouts};
 use crate::rundir::RunDir;
@@ -90,6 +92,40 @@ fn derive_seed(seed: u64, updates: u64, salt: u64) -> u64 {
 enum Feed {
     Rollouts(Rollouts),
     Replay(ReplayFeed),
+    Demos(Demos, DemoSettings),
+    Aggregate(Box<Aggregation>),
+}
+
+/// DAgger's data: the labelled states, the expert that labels them, and the steps of
+/// the iteration so far.
+#[derive(Debug)]
+struct Aggregation {
+    demos: Demos,
+    expert: Expert,
+    settings: AggregateSettings,
+    pending: u64,
+}
+
+impl Aggregation {
+    /// Labels every state of `chunk` with the expert's action and adds them; returns
+    /// the updates owed (an iteration's when its steps are in).
+    ///
+    /// Every chunk is labelled, also one acted by the previous iteration's mixture
+    /// (in flight while the policy retrained): its states are as informative, and
+    /// `policy_lag` shows how many there were.
+    fn ingest(&mut self, chunk: &ValidChunk) -> Result<u64> {
+        let obs = chunk.obs_tensor().f_to_kind(tch::Kind::Float)?;
+        let obs = obs.f_view([chunk.rows() as i64, -1])?;
+        let actions = self.expert.label(&obs)?;
+        let obs: Vec<f32> = obs.f_flatten(0, -1)?.try_into()?;
+        self.demos.push(&obs, &actions)?;
+        self.pending += chunk.rows() as u64;
+        if self.pending < self.settings.steps_per_iteration {
+            return Ok(0);
+        }
+        self.pending = 0;
+        Ok(self.settings.updates_per_iteration)
+    }
 }
 
 /// What the observations of a run look like, for the replay buffer.
@@ -104,6 +140,16 @@ pub struct ObsLayout {
     /// The observations are stacks of this many frames ([`EnvId::frame_stack`]): a
     /// replay buffer stores each frame once.
     pub frame_stack: Option<usize>,
+}
+
+/// What the data sources are built from: the observation layout (replay), the
+/// demonstrations (an algorithm that trains on them; DAgger's starting set) and the
+/// expert (DAgger's labels).
+#[derive(Debug)]
+pub struct DataInputs {
+    pub layout: ObsLayout,
+    pub demos: Option<Demos>,
+    pub expert: Option<Expert>,
 }
 
 /// The training thread's state.
@@ -127,6 +173,8 @@ pub struct Training {
     last_log: (Instant, u64, u64),
     /// Receives with a timeout, so a stop is seen without a chunk.
     rt: tokio::runtime::Runtime,
+    /// Continued from a checkpoint.
+    restored: bool,
 }
 
 impl std::fmt::Debug for Training {
@@ -142,13 +190,62 @@ impl Training {
     pub fn new(
         cfg: RunConfig,
         algo: Box<dyn Algorithm>,
-        layout: ObsLayout,
+        data: DataInputs,
         device: Device,
         run_dir: RunDir,
         weights_tx: WeightsSender,
         status: Arc<Mutex<Status>>,
     ) -> Result<Training> {
+        let DataInputs {
+            layout,
+            demos,
+            expert,
+        } = data;
         let feed = match algo.source() {
+            Source::Aggregate(s) => {
+                let (Some(demos), Some(expert)) = (demos, expert) else {
+                    bail!(
+                        "{} labels states with an expert: imitation.expert must name one",
+                        cfg.algorithm
+                    );
+                };
+                volley_common::say!(
+                    "volley-learner: {} iterations of {} env steps labelled by the expert, then {} updates of {}; at most {} labelled states{}",
+                    s.iterations,
+                    s.steps_per_iteration,
+                    s.updates_per_iteration,
+                    s.batch_size,
+                    s.capacity,
+                    if demos.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} from imitation.dataset to start", demos.len())
+                    }
+                );
+                Feed::Aggregate(Box::new(Aggregation {
+                    demos,
+                    expert,
+                    settings: s,
+                    pending: 0,
+                }))
+            }
+            Source::Demos(s) => {
+                let d = demos.with_context(|| {
+                    format!(
+                        "{} trains on demonstrations, and none were loaded",
+                        cfg.algorithm
+                    )
+                })?;
+                volley_common::say!(
+                    "volley-learner: {} demonstrations ({:.1} MiB on the device), {} updates of {} in rounds of {}",
+                    d.len(),
+                    d.bytes() as f64 / f64::from(1u32 << 20),
+                    s.total_updates,
+                    s.batch_size,
+                    s.updates_per_round
+                );
+                Feed::Demos(d, s)
+            }
             Source::Rollouts(s) => Feed::Rollouts(Rollouts::new(s, cfg.rollout.max_policy_lag)),
             Source::Replay(s) => {
                 gauge!(t::REPLAY_RATIO_TARGET).set(s.replay_ratio);
@@ -209,7 +306,14 @@ impl Training {
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .build()?,
+            restored: false,
         })
+    }
+
+    /// What the algorithm does before any data ([`Algorithm::start`]); before the
+    /// server takes actors.
+    pub fn prepare(&mut self) -> Result<()> {
+        self.algo.start(!self.restored)
     }
 
     /// Evaluates published versions with `evaluator`.
@@ -269,9 +373,13 @@ impl Training {
                     }
                 }
             }
+            // The demonstrations come from their file again; DAgger's labelled states
+            // are not kept: a resumed run aggregates anew from its restored policy.
+            Feed::Demos(..) | Feed::Aggregate(_) => {}
         }
         self.counters = r.training.counters;
         self.eval.restore_best(&self.store)?;
+        self.restored = true;
         Ok(())
     }
 
@@ -318,9 +426,26 @@ impl Training {
         counter!(t::UPDATES).absolute(self.counters.updates);
         counter!(t::ENV_STEPS).absolute(self.counters.steps);
         self.last_log = (Instant::now(), self.counters.steps, self.counters.updates);
-        self.publish();
+        let weights = self.publish();
+        if self.cfg.eval.at_start && !self.restored {
+            // The weights training starts from (a policy seeded by imitation) are
+            // measured before anything is trained.
+            let c = self.counters;
+            self.eval
+                .after_update(1, (0, c.version, c.steps), weights, &self.store, true)?;
+        }
         if self.cfg.learner.ingest_only {
             return self.drain(rx, &stop);
+        }
+        if let Feed::Demos(_, s) = &self.feed {
+            let (every, total) = (s.updates_per_round, s.total_updates);
+            drop(rx);
+            while !stop.load(Ordering::SeqCst) && self.counters.updates < total {
+                let owed = every.min(total - self.counters.updates);
+                self.train(owed, &stop)?;
+            }
+            self.finish_evaluations()?;
+            return self.checkpoint();
         }
         let total = self.cfg.run.total_steps;
         while let Some(chunk) = self.next_chunk(&mut rx, &stop) {
@@ -345,15 +470,40 @@ impl Training {
                     gauge!(t::REPLAY_SIZE).set(f.buffer().len() as f64);
                     owed
                 }
+                Feed::Aggregate(a) => {
+                    self.counters.steps += chunk.rows() as u64;
+                    a.ingest(&chunk)?
+                }
+                Feed::Demos(..) => 0,
             };
             if owed > 0 {
                 self.train(owed, &stop)?;
+            }
+            if let Feed::Aggregate(a) = &self.feed {
+                let n = a.settings.iterations;
+                if self.counters.version >= n {
+                    volley_common::say!("volley-learner: {n} iterations done, stopping");
+                    stop.store(true, Ordering::SeqCst);
+                    self.finish_evaluations()?;
+                    break;
+                }
             }
             if budget_spent(total, self.counters.steps, &stop) {
                 break;
             }
         }
         self.checkpoint()
+    }
+
+    /// The end of a run with a fixed number of rounds: the last version is evaluated
+    /// too, the run waits for every evaluation, and a last metrics line has them.
+    fn finish_evaluations(&mut self) -> Result<()> {
+        self.eval.finish(
+            (self.counters.version, self.counters.steps),
+            bytes::Bytes::from(self.algo.actor_weights()),
+            &self.store,
+        )?;
+        self.log(&Vec::new(), 0.0)
     }
 
     /// `learner.ingest_only`: takes chunks off the queue and counts them, trains on
@@ -422,6 +572,24 @@ impl Training {
                     done += 1;
                 }
             }
+            Feed::Demos(..) | Feed::Aggregate(_) => {
+                let (d, batch_size) = match &self.feed {
+                    Feed::Demos(d, s) => (d, s.batch_size),
+                    Feed::Aggregate(a) => (&a.demos, a.settings.batch_size),
+                    _ => unreachable!(),
+                };
+                let mut rng =
+                    Xoshiro256PlusPlus::seed_from_u64(derive_seed(seed, self.counters.updates, 2));
+                while done < owed && !stop.load(Ordering::SeqCst) {
+                    let batch = d.sample(batch_size, &mut rng)?;
+                    let c = Counters {
+                        updates: self.counters.updates + done,
+                        ..self.counters
+                    };
+                    last = self.algo.update(&Batch::Demos(&batch), &ctx(&c))?;
+                    done += 1;
+                }
+            }
         }
         if done == 0 {
             return Ok(());
@@ -432,11 +600,16 @@ impl Training {
         histogram!(t::UPDATE_DURATION).record(took / done as f64);
         let weights = self.publish();
         let c = self.counters;
+        // Training alone on demonstrations, the loop waits for the evaluator rather
+        // than skip a version: rounds take milliseconds and evaluations seconds.
+        // DAgger's iterations too are few and each is evaluated.
+        let wait = matches!(self.feed, Feed::Demos(..) | Feed::Aggregate(_));
         self.eval.after_update(
             self.cfg.eval.every_updates,
             (c.version, c.version, c.steps),
             weights,
             &self.store,
+            wait,
         )?;
         self.log(&last, took)?;
         let every = self.cfg.run.checkpoint_every;
@@ -499,6 +672,14 @@ impl Training {
                 line["replay_size"] = f.buffer().len().into();
                 line["replay_ratio"] = ratio.into();
             }
+            Feed::Demos(d, _) => log_demos(&mut line, d),
+            Feed::Aggregate(a) => {
+                log_demos(&mut line, &a.demos);
+                let beta = a.settings.schedule.beta(self.counters.version);
+                gauge!(t::IMITATION_BETA).set(beta);
+                line["beta"] = beta.into();
+                line["iteration"] = self.counters.version.into();
+            }
         }
         for (k, v) in stats {
             line[*k] = serde_json::json!(v);
@@ -531,6 +712,7 @@ impl Training {
         let mut replay = None;
         match &self.feed {
             Feed::Rollouts(r) => training.rollouts = Some(r.state()?),
+            Feed::Demos(..) | Feed::Aggregate(_) => {}
             Feed::Replay(f) => {
                 training.replay = Some(f.accounting());
                 let buffer = f.buffer();
@@ -560,6 +742,14 @@ impl Training {
             },
         )
     }
+}
+
+/// The size of a demonstration set in the metrics and the `metrics.jsonl` line.
+fn log_demos(line: &mut serde_json::Value, d: &Demos) {
+    gauge!(t::IMITATION_DATASET_SIZE).set(d.len() as f64);
+    gauge!(t::IMITATION_LABELS).set(d.labels() as f64);
+    line["dataset_size"] = d.len().into();
+    line["expert_labels"] = d.labels().into();
 }
 
 #[cfg(test)]

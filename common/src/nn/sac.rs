@@ -363,6 +363,43 @@ impl SacActor {
             .f_add(&self.action_bias)?)
     }
 
+    /// `log pi(action | obs)` `[B]` of given actions `[B, dim]` inside the bounds
+    /// (behaviour cloning's likelihood), with gradient: `u = atanh((a - bias) /
+    /// scale)`, with `(a - bias) / scale` clamped to `+-(1 - 1e-6)` so that actions on
+    /// the bounds stay finite, then the density of [`SacActor::squash`].
+    pub fn log_prob(&self, obs: &Tensor, action: &Tensor) -> NnResult<Tensor> {
+        let (mean, log_std) = self.forward(obs)?;
+        let action = action.f_to_device(self.device)?.f_to_kind(Kind::Float)?;
+        if action.size() != mean.size() {
+            return Err(NnError::BadInput(format!(
+                "actions of shape {:?}, expected {:?}",
+                action.size(),
+                mean.size()
+            )));
+        }
+        let y = action
+            .f_sub(&self.action_bias)?
+            .f_div(&self.action_scale)?
+            .f_clamp(-1.0 + TANH_EPS, 1.0 - TANH_EPS)?;
+        let u = y.f_atanh()?;
+        let z = u.f_sub(&mean)?.f_mul(&log_std.f_neg()?.f_exp()?)?;
+        let normal = z
+            .f_square()?
+            .f_mul_scalar(-0.5)?
+            .f_sub(&log_std)?
+            .f_sub_scalar(HALF_LOG_2PI)?;
+        let jacobian = y
+            .f_square()?
+            .f_neg()?
+            .f_add_scalar(1.0)?
+            .f_mul(&self.action_scale)?
+            .f_add_scalar(TANH_EPS)?
+            .f_log()?;
+        Ok(normal
+            .f_sub(&jacobian)?
+            .f_sum_dim_intlist(-1, false, Kind::Float)?)
+    }
+
     /// `n` actions uniform over the action bounds `[n, dim]` (the warm-up before
     /// `learning_starts`; tch's global generator).
     pub fn act_random(&self, n: i64) -> NnResult<Tensor> {
@@ -515,6 +552,9 @@ pub struct SacAgent {
     actor: SacActor,
     random: RandomActions,
     rng: EnvRng,
+    /// Uniform random actions while exploring with the initial weights (SAC's
+    /// warm-up); off for policies that start from something learnt.
+    warm_up: bool,
 }
 
 impl Agent for SacAgent {
@@ -538,7 +578,7 @@ impl Agent for SacAgent {
     ) -> NnResult<()> {
         let obs = obs.f_view([obs.size().first().copied().unwrap_or(0), -1])?;
         match mode {
-            Mode::Explore if progress.version == 0 => {
+            Mode::Explore if self.warm_up && progress.version == 0 => {
                 if let Actions::Continuous(a) = self.random.sample(&mut self.rng) {
                     out.continuous.clear();
                     out.continuous.extend_from_slice(a);
@@ -563,16 +603,38 @@ impl Agent for SacAgent {
     }
 }
 
-/// SAC's agent, from the [`SacSpec`] JSON the learner sends.
+/// SAC's exploration settings: whether the first weights explore uniformly at random
+/// (CleanRL's warm-up), or, for a policy seeded by imitation, act from the start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SacExplore {
+    pub warm_up: bool,
+}
+
+/// SAC's agent, from the [`SacSpec`] and [`SacExplore`] JSON the learner sends (no
+/// exploration settings: the warm-up, as runs before them had).
 pub fn agent(ctx: &AgentContext<'_>) -> NnResult<Box<dyn Agent>> {
-    let spec: SacSpec = ctx.spec("sac")?;
-    let random = RandomActions::new(ctx.action_space, ctx.num_envs)
-        .map_err(|e| NnError::BadSpec(format!("sac warm-up actions: {e}")))?;
-    Ok(Box::new(SacAgent {
-        actor: SacActor::new(spec, ctx.device)?,
-        random,
-        rng: EnvRng::seed_from_u64(ctx.seed ^ 0x5ac),
-    }))
+    let warm_up = if ctx.explore_json.is_empty() {
+        true
+    } else {
+        ctx.explore::<SacExplore>("sac")?.warm_up
+    };
+    Ok(Box::new(SacAgent::new(ctx, "sac", warm_up)?))
+}
+
+impl SacAgent {
+    /// The agent of `algorithm`'s [`SacSpec`] in `ctx`, with or without the warm-up.
+    pub fn new(ctx: &AgentContext<'_>, algorithm: &str, warm_up: bool) -> NnResult<SacAgent> {
+        let spec: SacSpec = ctx.spec(algorithm)?;
+        let random = RandomActions::new(ctx.action_space, ctx.num_envs)
+            .map_err(|e| NnError::BadSpec(format!("{algorithm} random actions: {e}")))?;
+        Ok(SacAgent {
+            actor: SacActor::new(spec, ctx.device)?,
+            random,
+            rng: EnvRng::seed_from_u64(ctx.seed ^ 0x5ac),
+            warm_up,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 //! An [`Algorithm`] owns its networks, targets and optimizers on the training device.
 //! The one training loop ([`crate::training`]) feeds it from the data source it
 //! names ([`Source`]): on-policy rollouts (whole chunks acted by recent weights, with
-//! advantages computed, [`crate::rollout`]) or replay (transitions sampled from a
-//! buffer at a replay ratio, [`crate::replay`]). Everything else (the queue, policy
-//! lag, episode statistics, the status line, `metrics.jsonl`, weight publishing,
-//! evaluation, checkpoints) is the loop's, the same for every algorithm.
+//! advantages computed, [`crate::rollout`]), replay (transitions sampled from a
+//! buffer at a replay ratio, [`crate::replay`]), an expert's demonstrations
+//! ([`crate::demos`]) or the actors' states labelled by an expert. Everything else
+//! (the queue, policy lag, episode statistics, the status line, `metrics.jsonl`,
+//! weight publishing, evaluation, checkpoints) is the loop's, the same for every
+//! algorithm.
 //!
 //! Each algorithm is one module `algo::<name>`, declared with the list of
 //! `volley_common::algorithms`, opening with the paper it implements and its
@@ -24,6 +26,7 @@ use volley_common::config::ConfigError;
 use volley_common::env::Space;
 
 use crate::config::RunConfig;
+use crate::demos::{AggregateSettings, DemoBatch, DemoSettings};
 use crate::replay::{ReplayBatch, ReplaySettings};
 use crate::rollout::{RolloutBatch, RolloutSettings};
 
@@ -107,6 +110,20 @@ pub enum Source {
     /// Off-policy: transitions in a replay buffer, `replay_ratio` updates per env
     /// step once it holds `learning_starts`.
     Replay(ReplaySettings),
+    /// Supervised: minibatches of an expert's demonstrations (`imitation.dataset`),
+    /// `updates_per_round` updates a version until `total_updates`; no actors.
+    Demos(DemoSettings),
+    /// Dataset aggregation: actors roll out, the expert (`imitation.expert`) labels
+    /// every state they visit on the learner, and the algorithm trains on minibatches
+    /// of all labelled states, `updates_per_iteration` after each iteration's steps.
+    Aggregate(AggregateSettings),
+}
+
+impl Source {
+    /// Whether actors feed this source (a demonstrations run trains alone).
+    pub fn takes_actors(&self) -> bool {
+        !matches!(self, Source::Demos(_))
+    }
 }
 
 /// One update's data.
@@ -114,22 +131,39 @@ pub enum Source {
 pub enum Batch<'a> {
     Rollout(&'a RolloutBatch),
     Replay(&'a ReplayBatch),
+    Demos(&'a DemoBatch),
 }
 
 impl<'a> Batch<'a> {
-    /// The rollout batch, or an error naming the algorithm that got a replay one.
-    pub fn rollout(&self, algorithm: &str) -> Result<&'a RolloutBatch> {
+    fn kind(&self) -> &'static str {
         match self {
-            Batch::Rollout(b) => Ok(b),
-            Batch::Replay(_) => anyhow::bail!("{algorithm} trains on rollouts, got replay"),
+            Batch::Rollout(_) => "a rollout",
+            Batch::Replay(_) => "replay",
+            Batch::Demos(_) => "demonstrations",
         }
     }
 
-    /// The replay batch, or an error naming the algorithm that got a rollout.
+    /// The rollout batch, or an error naming the algorithm that got another kind.
+    pub fn rollout(&self, algorithm: &str) -> Result<&'a RolloutBatch> {
+        match self {
+            Batch::Rollout(b) => Ok(b),
+            other => anyhow::bail!("{algorithm} trains on rollouts, got {}", other.kind()),
+        }
+    }
+
+    /// The replay batch, or an error naming the algorithm that got another kind.
     pub fn replay(&self, algorithm: &str) -> Result<&'a ReplayBatch> {
         match self {
             Batch::Replay(b) => Ok(b),
-            Batch::Rollout(_) => anyhow::bail!("{algorithm} trains on replay, got a rollout"),
+            other => anyhow::bail!("{algorithm} trains on replay, got {}", other.kind()),
+        }
+    }
+
+    /// The demonstrations, or an error naming the algorithm that got another kind.
+    pub fn demos(&self, algorithm: &str) -> Result<&'a DemoBatch> {
+        match self {
+            Batch::Demos(b) => Ok(b),
+            other => anyhow::bail!("{algorithm} trains on demonstrations, got {}", other.kind()),
         }
     }
 }
@@ -157,6 +191,14 @@ pub type Stats = Vec<(&'static str, f64)>;
 pub trait Algorithm: Send {
     /// The data source it trains on.
     fn source(&self) -> Source;
+
+    /// Called once before the loop publishes its first weights: `fresh` when the run
+    /// starts from nothing, not from a checkpoint. Work a run does before any data
+    /// (imitation-seeded SAC's pretraining) goes here, not in `build`, which
+    /// `--check` runs too.
+    fn start(&mut self, _fresh: bool) -> Result<()> {
+        Ok(())
+    }
 
     /// One update on `batch`.
     fn update(&mut self, batch: &Batch<'_>, ctx: &UpdateContext<'_>) -> Result<Stats>;

@@ -26,6 +26,9 @@ use volley_common::nn::{Adam, AdamConfig, NnError};
 use super::{Algorithm, Batch, BuildContext, Built, Source, Stats, UpdateContext};
 use crate::replay::{ReplayBatch, ReplayError, ReplaySettings};
 
+pub mod seed;
+use seed::{SeedConfig, Seeding};
+
 /// Errors of the SAC code: a bad config or input, or a failure of the network layer.
 #[derive(Debug, thiserror::Error)]
 pub enum SacError {
@@ -87,6 +90,8 @@ pub struct SacConfig {
     pub replay_ratio: f64,
     /// Hidden widths of the actor and Q networks.
     pub hidden: Vec<usize>,
+    /// Seeding by imitation (`[sac.imitation]`, [`seed`]): off by default.
+    pub imitation: SeedConfig,
 }
 
 impl Default for SacConfig {
@@ -108,6 +113,7 @@ impl Default for SacConfig {
             target_entropy: None,
             replay_ratio: 1.0,
             hidden: vec![256, 256],
+            imitation: SeedConfig::default(),
         }
     }
 }
@@ -228,6 +234,10 @@ pub struct Sac {
     /// Last actor and temperature losses (0-d tensors, read when logging).
     last_actor_loss: Tensor,
     last_alpha_loss: Tensor,
+    /// The demonstrations of a run seeded by imitation.
+    seeding: Option<Box<Seeding>>,
+    /// `run.seed`, for the recalibration draws.
+    run_seed: u64,
 }
 
 const STATE_MAGIC: &[u8; 4] = b"VLYS";
@@ -285,6 +295,8 @@ impl Sac {
             updates: 0,
             last_actor_loss: zero.shallow_clone(),
             last_alpha_loss: zero,
+            seeding: None,
+            run_seed: 0,
         })
     }
 
@@ -422,6 +434,15 @@ impl Sac {
         })
     }
 
+    /// One step of SAC's actor optimizer on `loss` (a recalibration towards the
+    /// imitator, [`seed`]).
+    pub fn step_actor(&mut self, loss: &Tensor) -> SacResult<()> {
+        self.actor_opt.zero_grad();
+        loss.f_backward()?;
+        self.actor_opt.step(self.cfg.policy_lr)?;
+        Ok(())
+    }
+
     /// `target = tau online + (1 - tau) target` for both Q networks.
     pub fn update_targets(&mut self) -> SacResult<()> {
         let tau = self.cfg.tau;
@@ -555,6 +576,8 @@ impl Sac {
             fresh.alpha = tch::no_grad(|| fresh.log_alpha.f_exp())?.f_detach()?;
         }
         fresh.updates = updates;
+        fresh.seeding = self.seeding.take();
+        fresh.run_seed = self.run_seed;
         *self = fresh;
         Ok(())
     }
@@ -574,6 +597,20 @@ const STATS: &[(&str, &str)] = &[
     ("q_mean", "mean Q value of the last update's batch"),
 ];
 
+/// [`STATS`] and those of the seeding by imitation.
+const SEEDED_STATS: &[(&str, &str)] = &[
+    ("q_loss", "mean of the twin Q losses of the last update"),
+    ("qf1_loss", "first Q network's loss of the last update"),
+    ("qf2_loss", "second Q network's loss of the last update"),
+    ("actor_loss", "actor loss of the last actor step"),
+    ("alpha", "entropy temperature"),
+    ("alpha_loss", "temperature loss of the last temperature step"),
+    ("q_mean", "mean Q value of the last update's batch"),
+    ("recalibrate_p", "probability of a recalibration step towards the imitator now"),
+    ("recalibrations", "recalibration steps towards the imitator so far"),
+    ("recalibrate_loss", "imitation loss of the last recalibration step"),
+];
+
 impl Algorithm for Sac {
     fn source(&self) -> Source {
         Source::Replay(ReplaySettings {
@@ -589,9 +626,30 @@ impl Algorithm for Sac {
         })
     }
 
+    fn start(&mut self, fresh: bool) -> anyhow::Result<()> {
+        let Some(seeding) = self.seeding.take() else {
+            return Ok(());
+        };
+        if fresh {
+            let n = self.cfg.imitation.pretrain_updates;
+            let t0 = std::time::Instant::now();
+            let p = seeding.pretrain(self, self.run_seed)?;
+            volley_common::say!(
+                "volley-learner: sac seeded by imitation: {n} pretraining steps on {} demonstrations in {:.1} s: action MSE {:.4}, critic loss {:.3} (rewards-to-go mean {:.1})",
+                seeding.demos().len(),
+                t0.elapsed().as_secs_f64(),
+                p.action_mse,
+                p.q_loss,
+                p.returns_mean
+            );
+        }
+        self.seeding = Some(seeding);
+        Ok(())
+    }
+
     fn update(&mut self, batch: &Batch<'_>, _ctx: &UpdateContext<'_>) -> anyhow::Result<Stats> {
         let s = Sac::update(self, batch.replay("sac")?)?;
-        Ok(vec![
+        let mut stats = vec![
             ("q_loss", 0.5 * (s.qf1_loss + s.qf2_loss)),
             ("qf1_loss", s.qf1_loss),
             ("qf2_loss", s.qf2_loss),
@@ -599,7 +657,20 @@ impl Algorithm for Sac {
             ("alpha", s.alpha),
             ("alpha_loss", s.alpha_loss),
             ("q_mean", s.q_mean),
-        ])
+        ];
+        if let Some(mut seeding) = self.seeding.take() {
+            let updates = self.updates - 1;
+            let r = seeding.after_update(self, updates, self.run_seed);
+            let (p, n, loss) = seeding.stats(updates);
+            self.seeding = Some(seeding);
+            r?;
+            stats.extend([
+                ("recalibrate_p", p),
+                ("recalibrations", n as f64),
+                ("recalibrate_loss", loss),
+            ]);
+        }
+        Ok(stats)
     }
 
     fn actor_weights(&self) -> Vec<u8> {
@@ -615,7 +686,11 @@ impl Algorithm for Sac {
     }
 
     fn stats_help(&self) -> &'static [(&'static str, &'static str)] {
-        STATS
+        if self.seeding.is_some() {
+            SEEDED_STATS
+        } else {
+            STATS
+        }
     }
 }
 
@@ -625,11 +700,35 @@ pub fn build(ctx: BuildContext<'_>) -> anyhow::Result<Built> {
     let cfg: SacConfig = ctx.section()?;
     cfg.validate()?;
     let spec = SacSpec::for_spaces(ctx.observation_space, ctx.action_space, cfg.hidden.clone())?;
-    let sac = Sac::new(spec.clone(), cfg.clone(), ctx.device)?;
+    let mut sac = Sac::new(spec.clone(), cfg.clone(), ctx.device)?;
+    sac.run_seed = ctx.cfg.run.seed;
+    let seeded = cfg.imitation.enabled();
+    if seeded {
+        cfg.imitation.validate()?;
+        if ctx.cfg.imitation.dataset.trim().is_empty() {
+            anyhow::bail!("sac.imitation.pretrain_updates > 0 seeds SAC from demonstrations: set imitation.dataset to a transitions file (record one with volley-runs play EXPERT --record FILE)");
+        }
+        let (demos, t) = crate::imitation::load_transitions(
+            ctx.cfg,
+            ctx.observation_space,
+            ctx.action_space,
+            cfg.imitation.dataset_capacity,
+            ctx.device,
+        )?;
+        sac.seeding = Some(Box::new(Seeding::new(
+            cfg.imitation.clone(),
+            demos,
+            &t,
+            cfg.gamma,
+        )?));
+    }
     Ok(Built {
         section: super::section_of(&cfg)?,
         spec_json: serde_json::to_string(&spec)?,
-        explore_json: String::new(),
+        // A seeded policy acts from the start: no uniform random warm-up.
+        explore_json: serde_json::to_string(&volley_common::nn::sac::SacExplore {
+            warm_up: !seeded,
+        })?,
         algorithm: Box::new(sac),
     })
 }

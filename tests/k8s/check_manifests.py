@@ -93,7 +93,8 @@ def rust_structs(paths: list[Path]) -> tuple[dict[str, dict[str, str]], dict[str
 def config_schema(repo: Path):
     """The learner's config structs. A run config's algorithm sections (`[ppo]`,
     `[sac]`, ...) are the algorithms of common/src/algorithms.rs, each read by its
-    module learner/src/algo/<name>.rs into the struct of its `ctx.section()`."""
+    module learner/src/algo/<name>.rs (or <name>/mod.rs) into the struct of its
+    `ctx.section()`."""
     paths = sorted((repo / "learner" / "src").rglob("*.rs")) + [repo / "common" / "src" / "reward.rs"]
     structs, enums = rust_structs(paths)
     if "RunConfig" not in structs or not structs["RunConfig"]:
@@ -104,7 +105,12 @@ def config_schema(repo: Path):
         raise SystemExit("check_manifests.py: cannot read the list of algorithms in common/src/algorithms.rs")
     structs["RunConfig"].pop("sections", None)
     for name in re.findall(r"(\w+),", m.group(1)):
-        module = (repo / "learner" / "src" / "algo" / f"{name}.rs").read_text()
+        algo = repo / "learner" / "src" / "algo"
+        # An algorithm is the module algo/<name>.rs or algo/<name>/mod.rs.
+        found = [p for p in (algo / f"{name}.rs", algo / name / "mod.rs") if p.exists()]
+        if not found:
+            raise SystemExit(f"check_manifests.py: no module learner/src/algo/{name}.rs or {name}/mod.rs")
+        module = found[0].read_text()
         s = re.search(r"let cfg: (\w+) = ctx\.section\(\)", module)
         if not s or s.group(1) not in structs:
             raise SystemExit(f"check_manifests.py: cannot find the config struct of {name} in learner/src/algo/{name}.rs")

@@ -304,21 +304,7 @@ impl SacActor {
         // log N(u; mean, std) = -((u - mean) / std)^2 / 2 - log std - ln(2 pi) / 2, and
         // (u - mean) / std is the noise (same value and gradient as torch's rsample +
         // log_prob).
-        let normal = noise
-            .f_square()?
-            .f_mul_scalar(-0.5)?
-            .f_sub(&log_std)?
-            .f_sub_scalar(HALF_LOG_2PI)?;
-        let jacobian = y
-            .f_square()?
-            .f_neg()?
-            .f_add_scalar(1.0)?
-            .f_mul(&self.action_scale)?
-            .f_add_scalar(TANH_EPS)?
-            .f_log()?;
-        let log_prob = normal
-            .f_sub(&jacobian)?
-            .f_sum_dim_intlist(-1, false, Kind::Float)?;
+        let log_prob = self.squashed_log_prob(&noise, &log_std, &y)?;
         let mean_action = mean
             .f_tanh()?
             .f_mul(&self.action_scale)?
@@ -383,10 +369,17 @@ impl SacActor {
             .f_clamp(-1.0 + TANH_EPS, 1.0 - TANH_EPS)?;
         let u = y.f_atanh()?;
         let z = u.f_sub(&mean)?.f_mul(&log_std.f_neg()?.f_exp()?)?;
+        self.squashed_log_prob(&z, &log_std, &y)
+    }
+
+    /// `sum_i [ -z_i^2 / 2 - log_std_i - ln(2 pi) / 2 - ln(scale_i (1 - y_i^2) + 1e-6) ]`
+    /// `[B]`: the log-density of the squashed action `y = tanh(u)` whose
+    /// pre-squash value is `z` standard deviations from the mean.
+    fn squashed_log_prob(&self, z: &Tensor, log_std: &Tensor, y: &Tensor) -> NnResult<Tensor> {
         let normal = z
             .f_square()?
             .f_mul_scalar(-0.5)?
-            .f_sub(&log_std)?
+            .f_sub(log_std)?
             .f_sub_scalar(HALF_LOG_2PI)?;
         let jacobian = y
             .f_square()?

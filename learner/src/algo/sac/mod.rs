@@ -587,17 +587,10 @@ impl Sac {
 // The training loop's view
 // ---------------------------------------------------------------------------------
 
-const STATS: &[(&str, &str)] = &[
-    ("q_loss", "mean of the twin Q losses of the last update"),
-    ("qf1_loss", "first Q network's loss of the last update"),
-    ("qf2_loss", "second Q network's loss of the last update"),
-    ("actor_loss", "actor loss of the last actor step"),
-    ("alpha", "entropy temperature"),
-    ("alpha_loss", "temperature loss of the last temperature step"),
-    ("q_mean", "mean Q value of the last update's batch"),
-];
+/// SAC's statistics: the first 7 of [`SEEDED_STATS`].
+const STATS: &[(&str, &str)] = SEEDED_STATS.split_at(7).0;
 
-/// [`STATS`] and those of the seeding by imitation.
+/// SAC's statistics and, last, those of the seeding by imitation.
 const SEEDED_STATS: &[(&str, &str)] = &[
     ("q_loss", "mean of the twin Q losses of the last update"),
     ("qf1_loss", "first Q network's loss of the last update"),

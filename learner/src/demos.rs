@@ -238,16 +238,26 @@ impl Demos {
 
     /// `batch` rows drawn uniformly with replacement.
     pub fn sample(&self, batch: usize, rng: &mut impl Rng) -> Result<DemoBatch> {
+        self.rows(&self.sample_indices(batch, rng)?)
+    }
+
+    /// `batch` row indices drawn uniformly with replacement, on the set's device (to
+    /// pick the same rows of a column kept beside the set).
+    pub fn sample_indices(&self, batch: usize, rng: &mut impl Rng) -> Result<Tensor> {
         if self.len == 0 {
             bail!("no demonstrations to sample");
         }
         let idx: Vec<i64> = (0..batch)
             .map(|_| rng.random_range(0..self.len) as i64)
             .collect();
-        let idx = Tensor::f_from_slice(&idx)?.f_to_device(self.device)?;
+        Ok(Tensor::f_from_slice(&idx)?.f_to_device(self.device)?)
+    }
+
+    /// The rows at `idx` (indices below [`Demos::len`]).
+    pub fn rows(&self, idx: &Tensor) -> Result<DemoBatch> {
         Ok(DemoBatch {
-            obs: self.obs.f_index_select(0, &idx)?,
-            actions: self.actions.f_index_select(0, &idx)?,
+            obs: self.obs.f_index_select(0, idx)?,
+            actions: self.actions.f_index_select(0, idx)?,
         })
     }
 

@@ -18,7 +18,7 @@ use volley_learner::algo::Source;
 use volley_learner::algo::{self, BuildContext};
 use volley_learner::checkpoint;
 use volley_learner::config::RunConfig;
-use volley_learner::demos::Demos;
+use volley_learner::demos::{AggregateSettings, DemoSettings, Demos};
 use volley_learner::eval::Evaluator;
 use volley_learner::imitation::{self, Expert};
 use volley_learner::replay::ObsFormat;
@@ -326,15 +326,17 @@ fn run(cli: Cli) -> Result<()> {
     run_dir.write_agent(&recipe)?;
     let tracking = Tracking::start(&cfg, &mut run_dir)?;
     let info = run_info(&cfg, &run_name, &recipe, fields, &obs_space, &act_space)?;
+    // Behaviour cloning trains on imitation.dataset; DAgger starts from it when it is
+    // given one, else from nothing.
+    let given = !cfg.imitation.dataset.trim().is_empty();
     let demos = match &source {
-        Source::Demos(s) => Some(imitation::load_dataset(
-            &cfg, &obs_space, &act_space, s.capacity, device,
+        Source::Aggregate(s) if !given => {
+            Some(Demos::new(&obs_space, &act_space, s.capacity, device)?)
+        }
+        Source::Demos(DemoSettings { capacity, .. })
+        | Source::Aggregate(AggregateSettings { capacity, .. }) => Some(imitation::load_dataset(
+            &cfg, &obs_space, &act_space, *capacity, device,
         )?),
-        // DAgger starts from the demonstrations when it is given some.
-        Source::Aggregate(s) if !cfg.imitation.dataset.trim().is_empty() => Some(
-            imitation::load_dataset(&cfg, &obs_space, &act_space, s.capacity, device)?,
-        ),
-        Source::Aggregate(s) => Some(Demos::new(&obs_space, &act_space, s.capacity, device)?),
         _ => None,
     };
     let expert = Expert::load(&cfg, &obs_space, &act_space, 1)?;

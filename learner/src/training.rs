@@ -96,6 +96,17 @@ enum Feed {
     Aggregate(Box<Aggregation>),
 }
 
+impl Feed {
+    /// The demonstration set and minibatch size of a feed that trains on one.
+    fn demos(&self) -> Option<(&Demos, usize)> {
+        match self {
+            Feed::Demos(d, s) => Some((d, s.batch_size)),
+            Feed::Aggregate(a) => Some((&a.demos, a.settings.batch_size)),
+            Feed::Rollouts(_) | Feed::Replay(_) => None,
+        }
+    }
+}
+
 /// DAgger's data: the labelled states, the expert that labels them, and the steps of
 /// the iteration so far.
 #[derive(Debug)]
@@ -573,11 +584,7 @@ impl Training {
                 }
             }
             Feed::Demos(..) | Feed::Aggregate(_) => {
-                let (d, batch_size) = match &self.feed {
-                    Feed::Demos(d, s) => (d, s.batch_size),
-                    Feed::Aggregate(a) => (&a.demos, a.settings.batch_size),
-                    _ => unreachable!(),
-                };
+                let (d, batch_size) = self.feed.demos().context("a feed without demonstrations")?;
                 let mut rng =
                     Xoshiro256PlusPlus::seed_from_u64(derive_seed(seed, self.counters.updates, 2));
                 while done < owed && !stop.load(Ordering::SeqCst) {

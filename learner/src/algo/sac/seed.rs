@@ -150,18 +150,10 @@ impl Seeding {
         qp.extend(sac.qf2.parameters());
         let mut q_opt = Adam::new(qp, AdamConfig::default())?;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5eed);
-        let all = self.demos.all()?;
-        let n = self.demos.len();
         let (mut mse, mut q_loss) = (0.0, 0.0);
         for _ in 0..self.cfg.pretrain_updates {
-            let idx: Vec<i64> = (0..sac.cfg.batch_size)
-                .map(|_| rng.random_range(0..n) as i64)
-                .collect();
-            let idx = Tensor::f_from_slice(&idx)?.f_to_device(self.demos.device())?;
-            let batch = crate::demos::DemoBatch {
-                obs: all.obs.f_index_select(0, &idx)?,
-                actions: all.actions.f_index_select(0, &idx)?,
-            };
+            let idx = self.demos.sample_indices(sac.cfg.batch_size, &mut rng)?;
+            let batch = self.demos.rows(&idx)?;
             let (fitted, m) = imitation_loss(&sac.actor, Loss::Gaussian, &batch)?;
             actor_opt.zero_grad();
             fitted.f_backward()?;

@@ -121,13 +121,16 @@ target/release/volley-learner --config "$config" \
 learner=$!
 pids+=("$learner")
 
-# Wait until the learner accepts connections (or died). On a busy machine loading
-# libtorch can take a minute; the actors' logs go into the run directory only once the
-# learner has made it, so a slow learner never finds its directory taken.
+# Wait until the learner accepts connections and has made its run directory (or
+# died). On a busy machine loading libtorch can take a minute. The learner binds its
+# port just before it makes the directory, so the port alone does not say the
+# directory is there; the actors' logs go into it only once the learner has written
+# its config.toml, so a learner never finds its directory taken.
 listening=0
 for _ in $(seq 1 3000); do
   kill -0 "$learner" 2>/dev/null || { echo "local: the learner exited; see its output above" >&2; exit 1; }
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { listening=1; break; }
+  [ -e "$run_dir/config.toml" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null \
+    && { listening=1; break; }
   sleep 0.1
 done
 if [ "$listening" = 0 ]; then

@@ -350,6 +350,8 @@ impl Metric {
 pub struct CompareOptions {
     /// What to average.
     pub metric: Metric,
+    /// What against: env steps, or expert labels for imitation runs.
+    pub axis: Axis,
     /// Grid points over each group's shared range of env steps.
     pub points: usize,
     /// Moving average window applied to each run before interpolation (1: none).
@@ -371,6 +373,7 @@ impl Default for CompareOptions {
     fn default() -> Self {
         CompareOptions {
             metric: Metric::Eval,
+            axis: Axis::Steps,
             points: Self::DEFAULT_POINTS,
             smooth: 1,
             references: Vec::new(),
@@ -380,42 +383,85 @@ impl Default for CompareOptions {
 }
 
 /// Groups of runs compared: for each group, the mean over its runs of the metric,
-/// each run interpolated linearly onto a grid of env steps over the range every run
-/// of the group covers, with a 95% band of mean +- 1.96 standard errors over runs
-/// ([`super::stats::mean_band`]); one colour per group, a legend with the number of
-/// runs.
+/// each run interpolated linearly onto a grid of `opts.axis` (env steps, or expert
+/// labels) over the range every run of the group covers, with a 95% band of mean +-
+/// 1.96 standard errors over runs ([`super::stats::mean_band`]); one colour per group,
+/// a legend with the number of runs.
+///
+/// Against expert labels, a run whose labels never change (behaviour cloning: one
+/// dataset) is one point, its final evaluation at its labels, and a group of such runs
+/// is the line through its runs' points: the return as a function of the labels given.
 pub fn comparison(groups: &[Group], out: &Path, opts: &CompareOptions) -> PlotResult<Vec<PathBuf>> {
     if groups.is_empty() {
         return Err(PlotError::BadInput(
             "a comparison needs at least one group of runs".into(),
         ));
     }
-    let mut panel = Panel::new("env steps", opts.metric.label());
+    let what = opts.axis.label();
+    let mut panel = Panel::new(what, opts.metric.label());
     panel.x_ticks = Ticks::Count;
     panel.x_from_zero = true;
     let mut legend = Vec::new();
     let mut lines = Vec::new();
+    let mut fixed_sets = false;
     for (i, g) in groups.iter().enumerate() {
         let mut curves = Vec::new();
         for run in &g.runs {
-            let mut s = run.series(opts.metric.key(), Axis::Steps);
+            let mut s = run.series(opts.metric.key(), opts.axis);
             if s.is_empty() {
+                let why = if opts.axis == Axis::Labels
+                    && !run.series(opts.metric.key(), Axis::Steps).is_empty()
+                {
+                    format!(
+                        "no `{}` on its lines (not an imitation run)",
+                        super::series::EXPERT_LABELS
+                    )
+                } else {
+                    format!("no `{}`", opts.metric.key())
+                };
                 return Err(PlotError::BadInput(format!(
-                    "run {} of {} has no `{}` in {}",
+                    "run {} of {} has {why} in {}",
                     run.name,
                     g.label,
-                    opts.metric.key(),
                     run.dir.join(super::series::METRICS_FILE).display()
                 )));
             }
             s.y = moving_average(&s.y, opts.smooth);
             curves.push(s);
         }
+        let fixed = |s: &Series| s.x.first() == s.x.last();
+        if opts.axis == Axis::Labels && curves.iter().all(fixed) {
+            // One point per run: its final evaluation at its labels.
+            fixed_sets = true;
+            let mut points: Vec<(f64, f64)> = curves
+                .iter()
+                .filter_map(|s| Some((*s.x.last()?, *s.y.last()?)))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            lines.push(Item::Line {
+                points: points.clone(),
+                color: color(i),
+                width: 2,
+                alpha: 1.0,
+            });
+            lines.push(Item::Markers {
+                points,
+                color: color(i),
+                radius: 4,
+            });
+            legend.push(LegendEntry {
+                label: format!(
+                    "{} ({} runs, final evaluation of each)",
+                    g.label,
+                    curves.len()
+                ),
+                color: color(i),
+                mark: Mark::LineMarker,
+            });
+            continue;
+        }
         let band = mean_band(&curves, opts.points).ok_or_else(|| {
-            PlotError::BadInput(format!(
-                "the runs of {} share no range of env steps",
-                g.label
-            ))
+            PlotError::BadInput(format!("the runs of {} share no range of {what}", g.label))
         })?;
         panel.items.push(Item::Band {
             x: band.x.clone(),
@@ -468,7 +514,8 @@ pub fn comparison(groups: &[Group], out: &Path, opts: &CompareOptions) -> PlotRe
     let fig = Figure {
         title: format!("{}: mean over runs with 95% confidence band", opts.metric.label()),
         subtitle: Some(format!(
-            "band: mean \u{b1} 1.96 standard errors over runs; runs interpolated onto a shared grid of env steps{smoothing}"
+            "band: mean \u{b1} 1.96 standard errors over runs; runs interpolated onto a shared grid of {what}{smoothing}{}",
+            if fixed_sets { "; runs on one fixed dataset: a point each" } else { "" }
         )),
         legend,
         panels: vec![panel],
@@ -1049,6 +1096,103 @@ mod tests {
         };
         let paths = comparison(&groups, &dir.join("compare_train"), &train).unwrap();
         check_outputs(&paths, None, "training episode return");
+    }
+
+    /// A metrics line of an imitation run: labels, weights version, and an
+    /// evaluation's return and the version it measured.
+    type LabelLine = (u64, u64, Option<(f64, u64)>);
+
+    /// An imitation run of the algorithm its name begins with.
+    fn imitation_run(parent: &Path, name: &str, lines: &[LabelLine]) -> Run {
+        let dir = parent.join(name);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let algo = name.split('-').next().unwrap();
+        fs::write(
+            dir.join(CONFIG_FILE),
+            format!("algorithm = \"{algo}\"\n[env]\nid = \"Hopper-v5\"\n"),
+        )
+        .unwrap();
+        let text: String = lines
+            .iter()
+            .enumerate()
+            .map(|(i, &(labels, version, eval))| {
+                let mut l = serde_json::json!({"update": i, "steps": labels, "time": i as f64,
+                    "weights_version": version, "expert_labels": labels});
+                if let Some((ret, of)) = eval {
+                    l["eval_return_mean"] = ret.into();
+                    l["eval_weights_version"] = of.into();
+                }
+                l.to_string() + "\n"
+            })
+            .collect();
+        fs::write(dir.join(METRICS_FILE), text).unwrap();
+        Run::read(&dir).unwrap()
+    }
+
+    #[test]
+    fn comparison_against_expert_labels() {
+        let dir = out_dir("compare_labels");
+        let parent = dir.join("runs");
+        // DAgger: each iteration's evaluation is logged a line after the version it
+        // measured, at more labels.
+        let dagger = imitation_run(
+            &parent,
+            "dagger-1",
+            &[
+                (1000, 1, None),
+                (2000, 2, Some((900.0, 1))),
+                (3000, 3, Some((1500.0, 2))),
+            ],
+        );
+        let evals = dagger.series(EVAL_RETURN, Axis::Labels);
+        assert_eq!(evals.points(), vec![(1000.0, 900.0), (2000.0, 1500.0)]);
+        // Cloning: one dataset per run, a point each.
+        let bc: Vec<Run> = [(1000, 700.0), (5000, 1800.0)]
+            .iter()
+            .map(|&(n, ret)| {
+                imitation_run(
+                    &parent,
+                    &format!("bc-{n}"),
+                    &[
+                        (n, 1, None),
+                        (n, 2, Some((ret - 100.0, 1))),
+                        (n, 3, Some((ret, 2))),
+                    ],
+                )
+            })
+            .collect();
+        let groups = vec![
+            Group {
+                label: "dagger".into(),
+                runs: vec![dagger],
+            },
+            Group {
+                label: "bc".into(),
+                runs: bc,
+            },
+        ];
+        let opts = CompareOptions {
+            axis: Axis::Labels,
+            references: vec![("expert".into(), 2665.0)],
+            ..CompareOptions::default()
+        };
+        let paths = comparison(&groups, &dir.join("labels"), &opts).unwrap();
+        check_outputs(&paths, Some(opts.size), "expert labels");
+        check_outputs(&paths, None, "bc (2 runs, final evaluation of each)");
+        // A run that learnt from no expert has no place on that axis.
+        let sac = fixture_run(&parent, "sac-1", "sac", 1, 1.0);
+        let e = comparison(
+            &[Group {
+                label: "sac".into(),
+                runs: vec![sac],
+            }],
+            &dir.join("none"),
+            &opts,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("expert_labels") && e.contains("sac-1"), "{e}");
     }
 
     /// Scores of `runs` x `tasks` around `level`, normalised to about 0..1.

@@ -10,7 +10,7 @@ use super::charts::{
     AggregateOptions, BestEvalOptions, CompareOptions, CurveOptions, LossOptions, Metric,
     ProfileOptions, ScoreGroup,
 };
-use super::series::{BestEval, Group, Run, BEST_EVAL_FILE};
+use super::series::{Axis, BestEval, Group, Run, BEST_EVAL_FILE};
 use super::{PlotError, PlotResult};
 
 /// The folder of a run's figures.
@@ -119,11 +119,13 @@ pub fn draw_comparison(
     groups: &[Group],
     out: &Path,
     metric: Metric,
+    axis: Axis,
     smooth: usize,
     references: &[(String, f64)],
 ) -> PlotResult<Vec<PathBuf>> {
     let c = CompareOptions {
         metric,
+        axis,
         smooth,
         references: references.to_vec(),
         ..CompareOptions::default()

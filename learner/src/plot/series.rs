@@ -49,7 +49,7 @@ pub const BOOKKEEPING_KEYS: &[&str] = &[
     "eval_length_mean",
     "eval_weights_version",
     "dataset_size",
-    "expert_labels",
+    EXPERT_LABELS,
     STEPS_ARE_UPDATES,
 ];
 
@@ -73,7 +73,23 @@ pub enum Axis {
     Steps,
     /// Wall time in seconds.
     Time,
+    /// Expert labels the run has learnt from (`expert_labels`: imitation runs).
+    Labels,
 }
+
+impl Axis {
+    /// The axis description.
+    pub fn label(self) -> &'static str {
+        match self {
+            Axis::Steps => "env steps",
+            Axis::Time => "wall time",
+            Axis::Labels => "expert labels",
+        }
+    }
+}
+
+/// The expert labels key of a metrics line (imitation runs).
+pub const EXPERT_LABELS: &str = "expert_labels";
 
 /// Points `(x[i], y[i])`, in the order of the log.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -194,34 +210,40 @@ impl Run {
         let at = self.placer(key, axis);
         let mut s = Series::default();
         for r in &self.rows {
-            if let Some(v) = r.values.get(key) {
-                s.x.push(at(r));
+            if let (Some(v), Some(x)) = (r.values.get(key), at(r)) {
+                s.x.push(x);
                 s.y.push(*v);
             }
         }
         s
     }
 
-    /// Where `key` of a row goes on `axis`. An evaluation's result is logged when it
-    /// finishes, a round or more after the version it measured was published: on the
-    /// steps axis it goes at that version's steps (the line that published
-    /// `eval_weights_version`), so a curve of a few iterations is not shifted by one.
-    fn placer(&self, key: &str, axis: Axis) -> impl Fn(&Row) -> f64 {
+    /// Where `key` of a row goes on `axis` (`None`: the row has no place there, a
+    /// line without `expert_labels` on the labels axis). An evaluation's result is
+    /// logged when it finishes, a round or more after the version it measured was
+    /// published: on the steps and labels axes it goes at that version's steps or
+    /// labels (the line that published `eval_weights_version`), so a curve of a few
+    /// iterations is not shifted by one.
+    fn placer(&self, key: &str, axis: Axis) -> impl Fn(&Row) -> Option<f64> {
+        let x_of = move |r: &Row| match axis {
+            Axis::Time => Some(r.time),
+            Axis::Steps => Some(r.steps),
+            Axis::Labels => r.values.get(EXPERT_LABELS).copied(),
+        };
         let mut published = BTreeMap::new();
-        if axis == Axis::Steps && key.starts_with("eval_") {
+        if axis != Axis::Time && key.starts_with("eval_") {
             for r in &self.rows {
-                if let Some(&v) = r.values.get("weights_version") {
-                    published.entry(v as u64).or_insert(r.steps);
+                if let (Some(&v), Some(x)) = (r.values.get("weights_version"), x_of(r)) {
+                    published.entry(v as u64).or_insert(x);
                 }
             }
         }
-        move |r: &Row| match axis {
-            Axis::Time => r.time,
-            Axis::Steps => r
-                .values
+        move |r: &Row| {
+            r.values
                 .get("eval_weights_version")
+                .filter(|_| axis != Axis::Time)
                 .and_then(|&v| published.get(&(v as u64)).copied())
-                .unwrap_or(r.steps),
+                .or_else(|| x_of(r))
         }
     }
 
@@ -237,8 +259,8 @@ impl Run {
                 out.push(Series::default());
                 current = Some(r.segment);
             }
-            if let Some(s) = out.last_mut() {
-                s.x.push(at(r));
+            if let (Some(s), Some(x)) = (out.last_mut(), at(r)) {
+                s.x.push(x);
                 s.y.push(*v);
             }
         }

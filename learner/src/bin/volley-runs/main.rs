@@ -84,6 +84,11 @@ enum Command {
         /// score: `--reference "CleanRL DQN, 10M steps=2109"`); repeatable.
         #[arg(long = "reference", value_parser = parse_reference)]
         references: Vec<(String, f64)>,
+        /// What the curves are drawn against: `steps` (env steps) or `labels` (the
+        /// expert labels of imitation runs; a behaviour cloning run is one point, its
+        /// final evaluation at its dataset's size).
+        #[arg(long = "x", value_enum, default_value_t = XAxis::Steps)]
+        x: XAxis,
     },
     /// Plays a run's trained agent: N episodes at once with the run's env settings
     /// (by default its evaluation's seed, episodes and step limit, greedy), prints
@@ -145,6 +150,7 @@ fn run(cli: Cli) -> Result<()> {
             train,
             smooth,
             references,
+            x,
         } => {
             let mut groups = Vec::new();
             for w in &what {
@@ -159,7 +165,8 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 plot::Metric::Eval
             };
-            let files = plot::draw_comparison(&groups, &out, metric, smooth, &references)?;
+            let files =
+                plot::draw_comparison(&groups, &out, metric, x.axis(), smooth, &references)?;
             out_files(&files, &mut text);
         }
         Command::Play(cmd) => text = play::run(&cli.dir, &cmd)?,
@@ -206,6 +213,22 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Lists written files, one per line.
+/// `compare --x`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum XAxis {
+    Steps,
+    Labels,
+}
+
+impl XAxis {
+    fn axis(self) -> plot::Axis {
+        match self {
+            XAxis::Steps => plot::Axis::Steps,
+            XAxis::Labels => plot::Axis::Labels,
+        }
+    }
+}
+
 /// `LABEL=VALUE` of `compare --reference`: the value after the last `=`.
 fn parse_reference(s: &str) -> Result<(String, f64), String> {
     let (label, value) = s.rsplit_once('=').ok_or_else(|| {

@@ -231,6 +231,11 @@ impl Run {
             Axis::Labels => r.values.get(EXPERT_LABELS).copied(),
         };
         let mut published = BTreeMap::new();
+        if axis == Axis::Steps && key.starts_with("eval_") {
+            // Version 0 is the weights a run starts with (`eval.at_start`), before its
+            // first step, whatever line first names it.
+            published.insert(0u64, 0.0);
+        }
         if axis != Axis::Time && key.starts_with("eval_") {
             for r in &self.rows {
                 if let (Some(&v), Some(x)) = (r.values.get("weights_version"), x_of(r)) {
@@ -585,6 +590,7 @@ mod tests {
     #[test]
     fn an_evaluation_goes_at_the_steps_of_the_version_it_measured() {
         let text = [
+            r#"{"steps": 500, "time": 0.5, "weights_version": 0, "eval_return_mean": 20.0, "eval_weights_version": 0}"#,
             r#"{"steps": 1000, "time": 1.0, "weights_version": 1}"#,
             r#"{"steps": 2000, "time": 2.0, "weights_version": 2, "eval_return_mean": 30.0, "eval_weights_version": 1}"#,
             r#"{"steps": 3000, "time": 3.0, "weights_version": 3, "eval_return_mean": 40.0, "eval_weights_version": 3}"#,
@@ -600,12 +606,13 @@ mod tests {
         };
         assert_eq!(
             run.series(EVAL_RETURN, Axis::Steps).points(),
-            vec![(1000.0, 30.0), (3000.0, 40.0)]
+            vec![(0.0, 20.0), (1000.0, 30.0), (3000.0, 40.0)],
+            "the starting weights' evaluation at step 0"
         );
         // Wall time is when the result came in.
         assert_eq!(
             run.series(EVAL_RETURN, Axis::Time).points(),
-            vec![(2.0, 30.0), (3.0, 40.0)]
+            vec![(0.5, 20.0), (2.0, 30.0), (3.0, 40.0)]
         );
     }
 

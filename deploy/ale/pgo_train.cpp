@@ -27,6 +27,7 @@ int volley_ale_screen_width(void*);
 int volley_ale_screen_height(void*);
 int volley_ale_screen_rgb(void*, uint8_t*, size_t);
 int volley_ale_screen_grayscale(void*, uint8_t*, size_t);
+int volley_ale_screen_indices(void*, uint8_t*, size_t);
 int volley_ale_minimal_action_set(void*, int*, int);
 }
 
@@ -59,8 +60,11 @@ int main(int argc, char** argv) {
       for (int k = 0; k < 4; k++) {
         reward += volley_ale_act(ale, a, 1.0f);
         if (k >= 2) {
-          // Half the ROMs as grayscale, half as RGB: both screen paths get a profile.
-          if (r % 2 == 0) {
+          // The ROMs take turns at the screen paths: palette indices (preprocess=dqn),
+          // grayscale and RGB.
+          if (r % 3 == 0) {
+            volley_ale_screen_indices(ale, screen.data(), pixels);
+          } else if (r % 3 == 1) {
             volley_ale_screen_grayscale(ale, screen.data(), pixels);
           } else {
             volley_ale_screen_rgb(ale, screen.data(), pixels * 3);

@@ -13,6 +13,7 @@
 // time; separate handles are independent.
 
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <filesystem>
@@ -23,7 +24,7 @@
 #include "ale/common/Log.hpp"
 
 // Bumped whenever a signature or meaning below changes; ffi.rs checks it.
-#define VOLLEY_ALE_ABI 1
+#define VOLLEY_ALE_ABI 2
 
 namespace {
 
@@ -234,6 +235,35 @@ int volley_ale_screen_grayscale(void* p, uint8_t* dst, size_t len) {
   if (len != n) return fail(h, "getScreenGrayscale: buffer of " + std::to_string(len) +
                                    " bytes, expected " + std::to_string(n));
   h->ale.theOSystem->colourPalette().applyPaletteGrayscale(dst, s.getArray(), n);
+  return 0;
+}
+
+// The screen as height x width palette indices (what the TIA drew), row-major; len must
+// be exactly that. volley_ale_grayscale_palette maps them to getScreenGrayscale's bytes.
+int volley_ale_screen_indices(void* p, uint8_t* dst, size_t len) {
+  auto* h = static_cast<Handle*>(p);
+  if (need_rom(h, "getScreen") != 0) return -1;
+  const ale::ALEScreen& s = h->ale.getScreen();
+  const size_t n = s.width() * s.height();
+  if (len != n) return fail(h, "getScreen: buffer of " + std::to_string(len) +
+                                   " bytes, expected " + std::to_string(n));
+  const uint8_t* src = s.getArray();
+  std::copy(src, src + n, dst);
+  return 0;
+}
+
+// The luminance getScreenGrayscale gives each palette index, into 256 bytes (len must
+// be 256). The TIA's indices are even; ALE's own conversion of index 255 would read
+// past its palette, so that one is 0.
+int volley_ale_grayscale_palette(void* p, uint8_t* dst, size_t len) {
+  auto* h = static_cast<Handle*>(p);
+  if (need_rom(h, "grayscale palette") != 0) return -1;
+  if (len != 256) return fail(h, "grayscale palette: buffer of " + std::to_string(len) +
+                                     " bytes, expected 256");
+  uint8_t index[255];
+  for (int i = 0; i < 255; i++) index[i] = static_cast<uint8_t>(i);
+  h->ale.theOSystem->colourPalette().applyPaletteGrayscale(dst, index, 255);
+  dst[255] = 0;
   return 0;
 }
 

@@ -352,6 +352,22 @@ impl Emulator {
         self.screen(dst, 1, self.lib.screen_grayscale, "getScreenGrayscale")
     }
 
+    /// The screen as `height x width` palette indices (what the TIA drew) into `dst`
+    /// (exactly that long); [`Emulator::grayscale_palette`] turns them into
+    /// [`Emulator::screen_grayscale`]'s bytes.
+    pub fn screen_indices(&self, dst: &mut [u8]) -> EnvResult<()> {
+        self.screen(dst, 1, self.lib.screen_indices, "getScreen")
+    }
+
+    /// The luminance [`Emulator::screen_grayscale`] gives each palette index.
+    pub fn grayscale_palette(&self) -> EnvResult<[u8; 256]> {
+        let mut out = [0u8; 256];
+        // SAFETY: the handle is live; `out` has the 256 bytes the shim writes.
+        let rc = unsafe { (self.lib.grayscale_palette)(self.h, out.as_mut_ptr(), out.len()) };
+        self.check(rc, "grayscale palette")?;
+        Ok(out)
+    }
+
     fn screen(
         &self,
         dst: &mut [u8],

@@ -75,7 +75,7 @@ impl AtariEnv {
                     width: p.screen_size,
                     channels: p.stack,
                 },
-                Some(Pipeline::new(p, h, w)),
+                Some(Pipeline::new(p, h, w, emu.grayscale_palette()?)),
             ),
             None => (
                 Space::Image {
@@ -165,8 +165,10 @@ impl Env for AtariEnv {
                 self.emu.reset_game()?;
             }
         }
-        self.emu.screen_grayscale(&mut pipe.last[0])?;
-        pipe.last[1].fill(0);
+        // The first screen pooled with itself is the screen.
+        self.emu.screen_indices(&mut pipe.last[0])?;
+        let [first, second] = &mut pipe.last;
+        second.copy_from_slice(first);
         pipe.push(true);
         pipe.write(obs);
         Ok(())
@@ -205,15 +207,15 @@ impl Env for AtariEnv {
                 for t in 0..skip {
                     reward += i64::from(self.emu.act(a, 1.0)?);
                     if self.emu.game_over(true) {
-                        self.emu.screen_grayscale(&mut pipe.last[0])?;
+                        self.emu.screen_indices(&mut pipe.last[0])?;
                         let [first, second] = &mut pipe.last;
                         second.copy_from_slice(first);
                         break;
                     }
                     if t + 2 == skip {
-                        self.emu.screen_grayscale(&mut pipe.last[1])?;
+                        self.emu.screen_indices(&mut pipe.last[1])?;
                     } else if t + 1 == skip {
-                        self.emu.screen_grayscale(&mut pipe.last[0])?;
+                        self.emu.screen_indices(&mut pipe.last[0])?;
                     }
                 }
                 if skip == 1 {

@@ -1,4 +1,4 @@
-//! `libvolley_ale.so`, loaded at run time: the C ABI of `deploy/ale/shim.cpp` (ABI 1)
+//! `libvolley_ale.so`, loaded at run time: the C ABI of `deploy/ale/shim.cpp` (ABI 2)
 //! around ALE's `ale::ALEInterface`, which `deploy/setup.sh` builds from the ale-py sdist.
 //!
 //! The library stays loaded for the rest of the process once loaded (it lives in a
@@ -13,7 +13,7 @@ use super::super::{EnvError, EnvResult};
 /// The shim's file name in the ALE folder.
 pub const LIB_NAME: &str = "libvolley_ale.so";
 /// `VOLLEY_ALE_ABI` of the shim this code was written against.
-pub const ABI_VERSION: c_int = 1;
+pub const ABI_VERSION: c_int = 2;
 /// The ALE version `deploy/setup.sh` pins (ale-py's sdist version).
 pub const ALE_VERSION: &str = "0.12.1";
 
@@ -65,6 +65,8 @@ pub struct Lib {
     pub screen_height: QueryFn,
     pub screen_rgb: BufFn,
     pub screen_grayscale: BufFn,
+    pub screen_indices: BufFn,
+    pub grayscale_palette: BufFn,
     pub ram: BufFn,
     pub minimal_action_set: ListFn,
     pub legal_action_set: ListFn,
@@ -102,7 +104,7 @@ pub fn load(dir: &Path) -> EnvResult<&'static Lib> {
     // SAFETY: loading runs the static initialisers of ALE and the C++ runtime, which
     // have no preconditions. The shim exports only its own C functions.
     let lib = unsafe { libloading::Library::new(&so) }.map_err(native)?;
-    // SAFETY: the symbol types are those of deploy/ale/shim.cpp at VOLLEY_ALE_ABI 1; the
+    // SAFETY: the symbol types are those of deploy/ale/shim.cpp at VOLLEY_ALE_ABI 2; the
     // ABI version is checked before anything else is called.
     let loaded = unsafe {
         let abi: AbiFn = *lib
@@ -151,6 +153,8 @@ pub fn load(dir: &Path) -> EnvResult<&'static Lib> {
             screen_height: sym!(QueryFn, "volley_ale_screen_height"),
             screen_rgb: sym!(BufFn, "volley_ale_screen_rgb"),
             screen_grayscale: sym!(BufFn, "volley_ale_screen_grayscale"),
+            screen_indices: sym!(BufFn, "volley_ale_screen_indices"),
+            grayscale_palette: sym!(BufFn, "volley_ale_grayscale_palette"),
             ram: sym!(BufFn, "volley_ale_ram"),
             minimal_action_set: sym!(ListFn, "volley_ale_minimal_action_set"),
             legal_action_set: sym!(ListFn, "volley_ale_legal_action_set"),

@@ -250,6 +250,17 @@ mod tests {
             }
         }
         assert!(e.screen_rgb(&mut gray).is_err());
+        // Palette indices through the grayscale palette are the grayscale screen.
+        let mut idx = vec![0u8; 210 * 160];
+        e.screen_indices(&mut idx).unwrap();
+        let palette = e.grayscale_palette().unwrap();
+        let looked_up: Vec<u8> = idx.iter().map(|&i| palette[usize::from(i)]).collect();
+        assert_eq!(looked_up, gray);
+        assert!(
+            idx.iter().all(|&i| i % 2 == 0),
+            "the TIA draws even indices"
+        );
+        assert!(e.screen_indices(&mut rgb).is_err());
         assert_eq!(e.ram().unwrap().len(), RAM_BYTES);
 
         assert!(matches!(e.act(18, 1.0), Err(EnvError::InvalidAction(_))));

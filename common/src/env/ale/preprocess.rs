@@ -1,4 +1,5 @@
-//! The frames of `preprocess=dqn`: the last two screens of a step max-pooled, shrunk
+//! The frames of `preprocess=dqn`: the luminance of the last two screens of a step
+//! (palette indices, through the emulator's grayscale palette) max-pooled, shrunk
 //! by area interpolation (OpenCV's `INTER_AREA`, in fixed point) and stacked as
 //! channels.
 
@@ -56,63 +57,76 @@ impl AreaAxis {
     }
 }
 
-/// Shrinks `height x width` grayscale frames to `size x size` in fixed point.
+/// Shrinks `height x width` frames to `size x size` in fixed point, from the
+/// max-pool of two screens of palette indices.
 #[derive(Debug, Clone)]
 struct Resize {
     width: usize,
     height: usize,
-    rows: AreaAxis,
+    /// Per source row: the destination rows it overlaps and its weight in each.
+    row_weights: Vec<Vec<(usize, u32)>>,
     cols: AreaAxis,
-    /// Vertical pass: `size x width`, the pixel values times 256.
+    /// One source row's pooled luminance.
+    row: Vec<u8>,
+    /// Vertical pass: `size x width`, the pixel values times 2^16.
     tmp: Vec<u32>,
     size: usize,
 }
 
 impl Resize {
     fn new(height: usize, width: usize, size: usize) -> Resize {
+        let mut row_weights = vec![Vec::new(); height];
+        for (j, (first, wt)) in AreaAxis::new(height, size).taps.iter().enumerate() {
+            for (k, &wk) in wt.iter().enumerate() {
+                if wk > 0 && first + k < height {
+                    row_weights[first + k].push((j, wk));
+                }
+            }
+        }
         Resize {
             width,
             height,
-            rows: AreaAxis::new(height, size),
+            row_weights,
             cols: AreaAxis::new(width, size),
+            row: vec![0; width],
             tmp: vec![0; size * width],
             size,
         }
     }
 
-    /// Shrinks `src` into `dst`.
+    /// Shrinks the luminance frame `src` into `dst`.
     #[cfg(test)]
     fn run(&mut self, src: &[u8], dst: &mut [u8]) {
-        self.run_max(src, src, dst);
+        let identity: [u8; 256] = std::array::from_fn(|i| i as u8);
+        self.run_max(src, src, &identity, dst);
     }
 
-    /// Shrinks the pixel-wise maximum of `a` and `b` into `dst`: the vertical pass
-    /// first (whole rows at a time, which vectorises; the maximum taken as rows are
-    /// read), then the horizontal one on the `size` rows left.
-    fn run_max(&mut self, a: &[u8], b: &[u8], dst: &mut [u8]) {
+    /// Shrinks the pixel-wise maximum of the luminances (`gray`) of the palette
+    /// indices `a` and `b` into `dst`. The vertical pass goes a source row at a time:
+    /// the row is pooled once and added, whole (which vectorises), to the one or two
+    /// destination rows it overlaps; the horizontal pass then runs on the `size` rows
+    /// left.
+    fn run_max(&mut self, a: &[u8], b: &[u8], gray: &[u8; 256], dst: &mut [u8]) {
         let (w, h, s) = (self.width, self.height, self.size);
-        for (out, (first, wt)) in self.tmp.chunks_exact_mut(w).zip(&self.rows.taps) {
-            out.fill(0);
-            for (k, &wk) in wt.iter().enumerate() {
-                let y = first + k;
-                if wk == 0 || y >= h {
-                    continue;
-                }
-                let row = y * w..(y + 1) * w;
-                for ((o, &pa), &pb) in out.iter_mut().zip(&a[row.clone()]).zip(&b[row]) {
-                    *o += u32::from(pa.max(pb)) * wk;
-                }
+        self.tmp.fill(0);
+        for (y, weights) in self.row_weights.iter().enumerate().take(h) {
+            let line = y * w..(y + 1) * w;
+            for ((o, &ia), &ib) in self.row.iter_mut().zip(&a[line.clone()]).zip(&b[line]) {
+                *o = gray[usize::from(ia)].max(gray[usize::from(ib)]);
             }
-            // 0.16 to 8.8 fixed point.
-            for o in out.iter_mut() {
-                *o >>= 8;
+            for &(j, wk) in weights {
+                let out = &mut self.tmp[j * w..(j + 1) * w];
+                for (o, &p) in out.iter_mut().zip(&self.row) {
+                    *o += u32::from(p) * wk;
+                }
             }
         }
         for (row, out) in self.tmp.chunks_exact(w).zip(dst.chunks_exact_mut(s)) {
             for (o, (first, wt)) in out.iter_mut().zip(&self.cols.taps) {
                 let first = *first;
                 let taps = &row[first..(first + MAX_TAPS).min(w)];
-                let acc: u32 = taps.iter().zip(wt).map(|(&t, &wk)| t * wk).sum();
+                // 8.16 times 0.16 overflows u32: the rows are 8.8 for this pass.
+                let acc: u32 = taps.iter().zip(wt).map(|(&t, &wk)| (t >> 8) * wk).sum();
                 // 8.8 times 0.16 is 24 fractional bits; round half up.
                 *o = ((acc + (1 << 23)) >> 24).min(255) as u8;
             }
@@ -125,8 +139,10 @@ impl Resize {
 #[derive(Debug, Clone)]
 pub(crate) struct Pipeline {
     pub(crate) p: Preprocess,
-    /// The screens of the step's last two frames (grayscale, full size).
+    /// The screens of the step's last two frames (palette indices, full size).
     pub(crate) last: [Vec<u8>; 2],
+    /// The luminance of each palette index (the emulator's grayscale palette).
+    gray: [u8; 256],
     resize: Resize,
     /// `stack` frames of `size x size`, a ring; `head` is the newest.
     frames: Vec<u8>,
@@ -134,11 +150,12 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
-    pub(crate) fn new(p: Preprocess, height: usize, width: usize) -> Pipeline {
+    pub(crate) fn new(p: Preprocess, height: usize, width: usize, gray: [u8; 256]) -> Pipeline {
         let n = height * width;
         Pipeline {
             p,
             last: [vec![0; n], vec![0; n]],
+            gray,
             resize: Resize::new(height, width, p.screen_size),
             frames: vec![0; p.stack * p.screen_size * p.screen_size],
             head: 0,
@@ -156,7 +173,8 @@ impl Pipeline {
         self.head = (self.head + 1) % self.p.stack;
         let [a, b] = &self.last;
         let newest = self.head * n..(self.head + 1) * n;
-        self.resize.run_max(a, b, &mut self.frames[newest.clone()]);
+        self.resize
+            .run_max(a, b, &self.gray, &mut self.frames[newest.clone()]);
         if fill {
             for c in (0..self.p.stack).filter(|&c| c != self.head) {
                 self.frames.copy_within(newest.clone(), c * n);
@@ -228,7 +246,8 @@ mod tests {
                 screen_size: 4,
                 stack: k,
             };
-            let mut pipe = Pipeline::new(p, 8, 8);
+            let identity: [u8; 256] = std::array::from_fn(|i| i as u8);
+            let mut pipe = Pipeline::new(p, 8, 8, identity);
             let mut obs = vec![0u8; 16 * k];
             // Screens of value 10, then 20, 30, ...: each pushed as both last screens,
             // except that the max-pool must take the brighter of the two.

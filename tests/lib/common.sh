@@ -1,5 +1,6 @@
 # Shared by the process tests (sourced, after `cd` to the repository root):
-#   free_ports N          prints N free loopback ports, bound at once so they differ
+#   free_ports N          prints N free loopback ports below the ephemeral range,
+#                         bound at once so they differ
 #   wait_port PID PORT    waits up to 30 s until PORT accepts connections; fails if
 #                         process PID exits first
 #   test_venv NAME REQ    makes .deps/NAME, a venv with the pinned requirements file
@@ -8,10 +9,29 @@
 # The caller defines die() (message, exit 1).
 
 free_ports() {
+  # Below the kernel's ephemeral range: a port from bind(0) comes from that range
+  # and may go to some outgoing connection before the child process binds it.
   python3 -c '
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks: s.bind(("127.0.0.1", 0))
+import os, random, socket, sys
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    low = 32768
+n, top = int(sys.argv[1]), min(low, 32768)
+socks = []
+if top - 10000 < 1000:
+    for _ in range(n):
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+else:
+    for port in random.Random(os.getpid()).sample(range(10000, top), top - 10000):
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            s.close(); continue
+        socks.append(s)
+        if len(socks) == n:
+            break
 print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
 }
 

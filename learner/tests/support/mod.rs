@@ -8,6 +8,7 @@ use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The release or debug folder holding both binaries (next to this test's `deps/`).
@@ -34,11 +35,36 @@ pub fn seed() -> u64 {
         .unwrap_or(1)
 }
 
+/// A loopback port nothing listens on, for a child process to bind.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`), because a port
+/// from `bind(0)` comes from that range and may be handed to some process's
+/// outgoing connection between this check and the child's bind. Each call of one
+/// test binary gets the next port from a start spread by process id, so the
+/// threads of one binary never pick the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.min(32_768));
+    if high < low + 1000 {
+        return TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+    }
+    let span = high - low;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (low + (start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
 }
 
 /// A child process killed when dropped, so a failing test leaves nothing behind.
@@ -121,9 +147,23 @@ pub fn start_learner_with(config: &str, name: &str, port: u16, extra: &[&str]) -
         log: Some(log),
         tmp: TempDir(dir),
     };
-    wait_for(Duration::from_secs(60), "learner listening", || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    wait_listening(run, "learner listening")
+}
+
+/// Waits until the run's learner accepts connections on its gRPC port; a learner
+/// that exits first fails the test at once, with its exit status.
+fn wait_listening(mut run: Run, what: &str) -> Run {
+    let (start, limit) = (Instant::now(), Duration::from_secs(60));
+    while !run_alive(&run) {
+        if let Ok(Some(status)) = run.learner.0.try_wait() {
+            panic!("the learner exited ({status}) before {what}; its log is above");
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     run
 }
 
@@ -158,10 +198,7 @@ pub fn resume_learner_on(
         log: Some(log.to_path_buf()),
         tmp,
     };
-    wait_for(Duration::from_secs(60), "resumed learner listening", || {
-        run_alive(&run)
-    });
-    run
+    wait_listening(run, "resumed learner listening")
 }
 
 /// Starts `cmd` with its stderr copied line by line to the test's output and to the

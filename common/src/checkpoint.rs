@@ -650,7 +650,7 @@ mod tests {
 
     impl Store for TempDir {
         fn store(&self, keep: usize) -> CheckpointStore {
-            CheckpointStore::new(self.0.join("checkpoints"), keep)
+            CheckpointStore::new(self.join("checkpoints"), keep)
         }
     }
 

@@ -1,7 +1,7 @@
 //! What the workspace's tests share (public so that every crate's tests use the same
 //! lock; nothing outside tests calls it).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -18,25 +18,50 @@ pub fn torch() -> MutexGuard<'static, ()> {
     guard
 }
 
-/// A fresh folder under the system temp dir, removed on drop.
+/// A fresh folder under the system temp dir, removed on drop (unless made by
+/// [`TempDir::kept`]). Derefs to its path.
 #[derive(Debug)]
-pub struct TempDir(pub PathBuf);
+pub struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
 
 impl TempDir {
     pub fn new() -> TempDir {
+        TempDir::named("test")
+    }
+
+    /// A fresh folder whose name starts `volley-<name>-` (to tell tests' folders
+    /// apart while one runs).
+    pub fn named(name: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
-            "volley-test-{}-{}",
+            "volley-{name}-{}-{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("cannot create a temp dir");
-        TempDir(path)
+        TempDir { path, keep: false }
     }
 
-    pub fn path(&self) -> &std::path::Path {
-        &self.0
+    /// A folder the caller chose (to look at what a test wrote), created if missing
+    /// and left in place on drop.
+    pub fn kept(path: PathBuf) -> TempDir {
+        std::fs::create_dir_all(&path).expect("cannot create the folder");
+        TempDir { path, keep: true }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -48,6 +73,8 @@ impl Default for TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }

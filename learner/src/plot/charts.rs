@@ -941,18 +941,18 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_xoshiro::Xoshiro256PlusPlus;
 
+    use volley_common::testing::TempDir;
+
     use super::*;
     use crate::plot::series::{BEST_EVAL_FILE, CONFIG_FILE, METRICS_FILE};
 
     /// Where a test's figures go: `VOLLEY_PLOT_PREVIEW` when set (to look at them),
     /// else a folder of the temp dir.
-    fn out_dir(test: &str) -> PathBuf {
-        let d = match std::env::var_os("VOLLEY_PLOT_PREVIEW") {
-            Some(p) => PathBuf::from(p),
-            None => std::env::temp_dir().join(format!("volley-plot-{test}-{}", std::process::id())),
-        };
-        fs::create_dir_all(&d).unwrap();
-        d
+    fn out_dir(test: &str) -> TempDir {
+        match std::env::var_os("VOLLEY_PLOT_PREVIEW") {
+            Some(p) => TempDir::kept(PathBuf::from(p)),
+            None => TempDir::named(&format!("plot-{test}")),
+        }
     }
 
     /// A run directory with a noisy rising learning curve, resumed once: PPO-like

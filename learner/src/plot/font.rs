@@ -150,12 +150,8 @@ pub(crate) fn lay_out<F: ab_glyph::Font, S: ab_glyph::ScaleFont<F>>(
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("volley-plot-font-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        d
+    fn scratch(name: &str) -> volley_common::testing::TempDir {
+        volley_common::testing::TempDir::named(&format!("plot-font-{name}"))
     }
 
     #[test]

@@ -637,8 +637,7 @@ mod tests {
 
     #[test]
     fn reads_a_run_directory() {
-        let dir = std::env::temp_dir().join(format!("volley-plot-series-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let dir = volley_common::testing::TempDir::named("plot-series");
         fs::create_dir_all(dir.join("checkpoints/best")).unwrap();
         fs::write(
             dir.join(CONFIG_FILE),

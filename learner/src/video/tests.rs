@@ -18,11 +18,8 @@ const BACKGROUND: [u8; 3] = [20, 30, 60];
 const SQUARE: [u8; 3] = [230, 40, 30];
 const SIDE: i64 = 12;
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("volley-video-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn scratch(name: &str) -> volley_common::testing::TempDir {
+    volley_common::testing::TempDir::named(&format!("video-{name}"))
 }
 
 /// Where the top left corner of the square is in frame `i`.
@@ -459,7 +456,7 @@ fn cartpole_episode(steps: usize) -> Vec<Frame> {
 #[test]
 fn annotated_samples_are_written() {
     let dir = std::env::var_os("VOLLEY_VIDEO_SAMPLES")
-        .map(PathBuf::from)
+        .map(|p| volley_common::testing::TempDir::kept(PathBuf::from(p)))
         .unwrap_or_else(|| scratch("samples"));
     let mut env = CartPole {
         state: [0.4, 0.0, 0.12, 0.0],

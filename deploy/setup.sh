@@ -49,7 +49,9 @@ fail() {
   step=""
   exit 1
 }
-trap 'rc=$?; [ $rc -ne 0 ] && [ -n "$step" ] && echo "deploy/setup.sh: step \"$step\" failed (exit $rc); see the output above" >&2' EXIT
+# torch downloads in the background while the other steps run (see the torch step).
+torch_pid=""
+trap 'rc=$?; [ -n "$torch_pid" ] && kill "$torch_pid" 2>/dev/null; [ $rc -ne 0 ] && [ -n "$step" ] && echo "deploy/setup.sh: step \"$step\" failed (exit $rc); see the output above" >&2' EXIT
 say() { echo "setup: $*"; }
 
 find_python() {
@@ -161,13 +163,17 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     || fail "apt-get install ${need_pkgs[*]} failed"
 fi
 
+# The download is the network's work and ALE's build below the CPU's, so pip runs in
+# the background while the other steps go on; the cargo config step waits for it.
 step="torch $TORCH_VERSION"
+torch_log="$deps/torch-install.log"
 if [ "${VOLLEY_SKIP_TORCH:-0}" != 1 ]; then
   if ! compgen -G "$deps/venv/lib/python3*/site-packages/torch-$TORCH_VERSION*.dist-info" >/dev/null; then
-    say "installing torch==$TORCH_VERSION into .deps/venv (about 4.6 GB, a few minutes)"
+    say "installing torch==$TORCH_VERSION into .deps/venv (about 4.6 GB, a few minutes; the other steps go on meanwhile)"
     [ -x "$deps/venv/bin/python" ] || "$PY" -m venv "$deps/venv" || fail "could not create the venv"
     "$deps/venv/bin/python" -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" \
-      || fail "pip install torch==$TORCH_VERSION failed"
+      >"$torch_log" 2>&1 &
+    torch_pid=$!
   fi
 fi
 
@@ -263,6 +269,17 @@ if [ ! -f "$deps/ale/.installed-$ALE_VERSION-$ale_shim_id" ]; then
   cp "$ale_src/LICENSE.md" "$deps/ale.tmp/LICENSE.md"
   mv "$deps/ale.tmp" "$deps/ale"
   touch "$deps/ale/.installed-$ALE_VERSION-$ale_shim_id"
+fi
+
+step="torch $TORCH_VERSION"
+if [ -n "$torch_pid" ]; then
+  say "waiting for the torch install to finish"
+  if ! wait "$torch_pid"; then
+    torch_pid=""
+    tail -n 30 "$torch_log" >&2
+    fail "pip install torch==$TORCH_VERSION failed (log: .deps/torch-install.log)"
+  fi
+  torch_pid=""
 fi
 
 step="cargo config"

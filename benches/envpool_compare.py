@@ -4,7 +4,8 @@
 Both sides step with uniform-random actions drawn ahead of time (EnvPool in sync
 mode, batch = all envs; volley through `volley-actor bench`). The two alternate
 A B A B ... so that drift of a shared, noisy machine hits both; the table gives the
-median of each and their ratio.
+median of each, and the median of the per-round ratios with their range (min-max)
+in brackets, which shows how far the machine's noise moves them.
 
 Atari rows compare the same preprocessing on both sides: ALE v5 with sticky actions
 0.25, frame skip 4 with max-pooling, 84x84 grayscale (area resize), 4 frames
@@ -80,6 +81,12 @@ def volley_steps_per_sec(binary, env_id, envs, threads, seconds, emulator=False)
     return json.loads(out.stdout)["steps_per_sec"]
 
 
+def spread(xs, unit=""):
+    """The median of the per-round ratios, and their range when there are several."""
+    m = f"{statistics.median(xs):.2f}{unit}"
+    return m if len(xs) < 2 else f"{m} ({min(xs):.2f}-{max(xs):.2f})"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=3.0)
@@ -115,10 +122,9 @@ def main():
             if atari:
                 b.append(volley_steps_per_sec(a.binary, vid, envs, threads, a.seconds, True))
                 ceil.append(v[-1] / b[-1])
-        bare = (f"{statistics.median(b):.0f} | {statistics.median(ceil):.2f}" if atari
-                else "| ")
+        bare = (f"{statistics.median(b):.0f} | {spread(ceil)}" if atari else "| ")
         print(f"| {vid} | {envs} | {threads} | {statistics.median(v):.0f} | "
-              f"{statistics.median(e):.0f} | {statistics.median(ratios):.2f}x | {bare} |",
+              f"{statistics.median(e):.0f} | {spread(ratios, 'x')} | {bare} |",
               flush=True)
     return 0
 

@@ -345,38 +345,21 @@ impl crate::rundir::LineSink for Mirror {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use volley_common::testing::TempDir;
 
-    /// A fresh folder under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> TempDir {
-            static COUNTER: AtomicUsize = AtomicUsize::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "volley-tensorboard-test-{}-{}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            TempDir(path)
-        }
-
-        fn event_files(&self) -> Vec<PathBuf> {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&self.0)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            files.sort();
-            files
-        }
+    /// A fresh folder for one test's event files, removed when the test ends.
+    fn scratch() -> TempDir {
+        TempDir::named("tensorboard-test")
     }
 
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// The files in `dir`, sorted by name.
+    fn event_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
     }
 
     /// Splits a file into its records' data, checking each length and both CRCs.
@@ -401,8 +384,8 @@ mod tests {
 
     #[test]
     fn a_written_file_parses_back() {
-        let dir = TempDir::new();
-        let mut w = EventWriter::create(&dir.0).unwrap();
+        let dir = scratch();
+        let mut w = EventWriter::create(&dir).unwrap();
         let name = w.path().file_name().unwrap().to_string_lossy().into_owned();
         assert!(
             name.starts_with("events.out.tfevents.") && name.ends_with(&hostname()),
@@ -490,11 +473,11 @@ mod tests {
 
     #[test]
     fn a_second_writer_adds_a_file() {
-        let dir = TempDir::new();
-        let a = EventWriter::create(&dir.0).unwrap();
-        let b = EventWriter::create(&dir.0).unwrap();
+        let dir = scratch();
+        let a = EventWriter::create(&dir).unwrap();
+        let b = EventWriter::create(&dir).unwrap();
         assert_ne!(a.path(), b.path());
-        assert_eq!(dir.event_files().len(), 2);
+        assert_eq!(event_files(&dir).len(), 2);
     }
 
     #[test]
@@ -569,20 +552,20 @@ mod tests {
 
     #[test]
     fn a_disabled_mirror_writes_nothing() {
-        let dir = TempDir::new();
-        let mut m = Mirror::open(&dir.0, false);
+        let dir = scratch();
+        let mut m = Mirror::open(&dir, false);
         assert!(!m.is_on());
         m.write_line(&serde_json::json!({ "steps": 1, "fps": 1.0 }));
-        assert!(dir.event_files().is_empty());
+        assert!(event_files(&dir).is_empty());
     }
 
     #[test]
     fn a_mirror_writes_lines() {
-        let dir = TempDir::new();
-        let mut m = Mirror::open(&dir.0, true);
+        let dir = scratch();
+        let mut m = Mirror::open(&dir, true);
         assert!(m.is_on());
         m.write_line(&serde_json::json!({ "steps": 10, "fps": 1.0 }));
-        let files = dir.event_files();
+        let files = event_files(&dir);
         assert_eq!(files.len(), 1);
         let records = read_records(&std::fs::read(&files[0]).unwrap());
         assert_eq!(records.len(), 2);
@@ -593,8 +576,8 @@ mod tests {
 
     #[test]
     fn a_mirror_that_cannot_create_its_file_is_off() {
-        let dir = TempDir::new();
-        let m = Mirror::open(&dir.0.join("no-such-dir"), true);
+        let dir = scratch();
+        let m = Mirror::open(&dir.join("no-such-dir"), true);
         assert!(!m.is_on());
     }
 

@@ -153,17 +153,13 @@ pub fn start_learner_with(config: &str, name: &str, port: u16, extra: &[&str]) -
 /// Waits until the run's learner accepts connections on its gRPC port; a learner
 /// that exits first fails the test at once, with its exit status.
 fn wait_listening(mut run: Run, what: &str) -> Run {
-    let (start, limit) = (Instant::now(), Duration::from_secs(60));
-    while !run_alive(&run) {
-        if let Ok(Some(status)) = run.learner.0.try_wait() {
+    let (port, learner) = (run.port, &mut run.learner.0);
+    wait_for(Duration::from_secs(60), what, || {
+        if let Ok(Some(status)) = learner.try_wait() {
             panic!("the learner exited ({status}) before {what}; its log is above");
         }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     run
 }
 

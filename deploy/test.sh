@@ -22,7 +22,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 deploy/setup.sh
 # The deployment tests' Python tools (MLflow, TensorBoard, the Kubernetes schema
-# validator; each test installs its own on first use) go into .deps/ while cargo
+# validator; each test's own test_venv call stays the one that counts, this only
+# installs ahead of it) go into .deps/ while cargo
 # builds: pip mostly waits on the network, cargo on the CPU. The installer has a
 # process group of its own, so an early exit stops pip with it.
 venvs_log=.deps/test-venvs.log
